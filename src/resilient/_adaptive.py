@@ -1,0 +1,270 @@
+"""`AdaptiveConcurrencyLimit`: a concurrency limit that finds the throughput knee by itself.
+
+It is `ConcurrencyLimit`'s machinery (`resilient._limit`) with a limit that moves, plus a latency
+sampler: every admitted call that returns is a latency sample; at the end of each window a
+gradient controller turns the window's mean latency, throughput and peak concurrency into the
+next limit.
+
+The controller is Gradient2's shape (Netflix concurrency-limits) with the fixes its users asked
+for (docs/concurrency.md has the picture):
+
+- **Gradient.** `g = clamp(tolerance * (baseline + 3 * se) / rtt, 0.5, 1)`, where `se` is the
+  standard error of the baseline window's mean; `new = limit * g + headroom`, with headroom
+  `min(sqrt(limit), limit / 10)`; `limit += smoothing * (new - limit)`. By Little's law, past the
+  knee `limit * baseline / rtt` is the knee itself, so the limit settles just above it: enough
+  queue to keep the service busy, no more. The `3 * se` allowance is there because the baseline
+  is the least of many noisy means: without it, noise alone reads as a queue.
+- **Baseline.** The lowest window latency seen. It does not follow the load up (Gradient2's long
+  average does, which lets the limit climb for as long as an overload lasts:
+  concurrency-limits#134). It is re-learned only on evidence that the service became slower for
+  good: the limit fell by a third or more and throughput fell in proportion (regression over the
+  last saturated windows), so the calls were not queueing and their latency is the new no-load
+  latency.
+- **Throughput guard.** A remembered throughput-vs-concurrency curve (5% buckets, smoothed,
+  forgotten after 300 windows without a visit). If 10% more concurrency than a well-visited
+  lower level buys less than 3% more throughput, the limit may not rise, and it is pulled back
+  to just above the knee of the curve; if it loses more than 10%, the limit backs off
+  (thrashing). If the curve is flat as far down as it goes (the limit started above the knee),
+  the limit probes down until throughput drops. This stops the climbs that a drifting baseline
+  or a latency that hides the queue would allow (failsafe-go's throughput-correlation guard, with
+  a memory, so that a limit held still does not forget where the knee was).
+- **Drop-aware samples.** Only successful calls are latency samples (a fast failure would fake a
+  low latency). A call that raises `TimeoutError` is a drop: a window with drops backs the limit
+  off by `backoff` instead of reading a flat latency as "no queue" (concurrency-limits#137).
+  Cancellation and other errors are ignored. No decision when the limit was not the bottleneck
+  (fewer than half the permits used): an idle service does not teach anything about its knee.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from typing_extensions import override
+
+from resilient._gradient import GradientController
+from resilient._limit import LimitCore
+from resilient._limit_parts import Order, check_int, check_number
+from resilient._wrap import MUST_WAIT
+
+
+if TYPE_CHECKING:
+    from resilient._clock import Clock
+    from resilient.metrics._sink import MetricsSink
+
+
+__all__ = ["AdaptiveConcurrencyLimit"]
+
+
+class AdaptiveConcurrencyLimit(LimitCore[float]):
+    """A concurrency limit that moves with the latency of the calls it admits.
+
+    Same use as `ConcurrencyLimit` (decorator, `with`, `async with`, asyncio, trio and threads at
+    once, bounded FIFO or LIFO wait, `statistics()`, metrics); `limit` moves between `min_limit`
+    and `max_limit`, and the `resilient.concurrency_limit.limit` gauge follows it.
+
+    ```python
+    limit = AdaptiveConcurrencyLimit(initial_limit=20, max_limit=200, name="search")
+
+    @limit
+    async def search(q: str) -> list[Hit]: ...
+    ```
+
+    Args:
+        initial_limit: the limit to start from (default 20).
+        min_limit: the floor, an int >= 1 (default 1).
+        max_limit: the ceiling (default 1000).
+        smoothing: fraction of the way to the new target taken per window, in (0, 1] (default 0.2).
+        tolerance: latency over the baseline still read as "no queue", >= 1 (default 1.0).
+        backoff: multiplier on timeouts or thrashing, in (0, 1) (default 0.9).
+        window: the shortest window, in seconds of the clock (default 1.0).
+        min_samples: the fewest successful calls in a window (default 20); a window lasts until
+            it has both.
+        max_waiting: as for `ConcurrencyLimit` (`None` means as many as the current limit).
+        max_wait: as for `ConcurrencyLimit`.
+        order: as for `ConcurrencyLimit`.
+        name: as for `ConcurrencyLimit`.
+        sink: as for `ConcurrencyLimit`.
+        clock: as for `ConcurrencyLimit`.
+
+    A call is a latency sample when it returns; a `TimeoutError` is a drop (the limit backs off);
+    cancellations and other exceptions are not samples.
+
+    Start at or below the knee you expect (`initial_limit`): from below, the limit climbs a few
+    percent per window and stops at the knee; from above, it has to discover that it is on the
+    plateau and probe down, which is slower and noisier (docs/concurrency.md, "Tuning").
+    """
+
+    __slots__ = (
+        "_controller",
+        "_drops",
+        "_min_samples",
+        "_peak",
+        "_samples",
+        "_squares",
+        "_start",
+        "_sum",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        *,
+        initial_limit: int = 20,
+        min_limit: int = 1,
+        max_limit: int = 1000,
+        smoothing: float = 0.2,
+        tolerance: float = 1.0,
+        backoff: float = 0.9,
+        window: float = 1.0,
+        min_samples: int = 20,
+        max_waiting: int | None = None,
+        max_wait: float | None = 1.0,
+        order: Order = "fifo",
+        name: str | None = None,
+        sink: MetricsSink | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        check_int("min_limit", min_limit, 1)
+        check_int("max_limit", max_limit, min_limit, "(and >= min_limit)")
+        check_int("initial_limit", initial_limit, min_limit, "(between min_limit and max_limit)")
+        if initial_limit > max_limit:
+            msg = f"initial_limit must be between min_limit and max_limit, got {initial_limit!r}"
+            raise ValueError(msg)
+        controller = GradientController(
+            initial_limit=initial_limit,
+            min_limit=min_limit,
+            max_limit=max_limit,
+            smoothing=check_number("smoothing", smoothing, 0.0, 1.0, open_low=True),
+            tolerance=check_number("tolerance", tolerance, 1.0),
+            backoff=check_number("backoff", backoff, 0.0, 0.999, open_low=True),
+            history=10,
+            memory=300,
+        )
+        window = check_number("window", window, 0.0, open_low=True)
+        check_int("min_samples", min_samples, 1)
+        super().__init__(
+            initial_limit,
+            max_waiting=max_waiting,
+            max_wait=max_wait,
+            order=order,
+            name=name,
+            sink=sink,
+            clock=clock,
+        )
+        self._controller = controller
+        self._window = window
+        self._min_samples = min_samples
+        self._start = self._clock.now()
+        self._samples = 0
+        self._sum = 0.0
+        self._squares = 0.0
+        self._drops = 0
+        self._peak = 0  # most calls in flight this window (racy on the fast path: a sample)
+
+    @property
+    def min_limit(self) -> int:
+        """The floor of the limit."""
+        return self._controller.min_limit
+
+    @property
+    def max_limit(self) -> int:
+        """The ceiling of the limit."""
+        return self._controller.max_limit
+
+    # --- Policy hooks: the token is the admission time ------------------------------------------
+
+    def _try_fast(self) -> float | None:
+        if not self._queued and not self._debt:  # others waiting: no barging
+            permits = self._permits
+            try:
+                permits.pop()
+            except IndexError:
+                return None
+            next(self._admits)
+            inflight = self._limit + self._debt - len(permits)
+            # Racy on purpose (samples and statistics, never decisions); compares beat max().
+            if inflight > self._peak:  # noqa: PLR1730
+                self._peak = inflight
+            if inflight > self._max_active:  # noqa: PLR1730
+                self._max_active = inflight
+            return self._clock.now()
+        return None
+
+    def _enter_nowait(self) -> float:
+        token = self._try_fast()
+        if token is None:
+            self._check_queue()
+            return MUST_WAIT  # type: ignore[no-any-return]
+        return token
+
+    async def _enter_wait(self) -> float:
+        return self._admitted_slow(await self._take_async())
+
+    def _enter(self) -> float:
+        token = self._try_fast()
+        return self._admitted_slow(self._take_slow()) if token is None else token
+
+    def _admitted_slow(self, token: float) -> float:
+        inflight = self._limit + self._debt - len(self._permits)
+        if inflight > self._peak:  # noqa: PLR1730
+            self._peak = inflight
+        return token
+
+    @override
+    def _exit_ok(self, token: float, result: object) -> None:
+        now = self._clock.now()
+        with self._lock:
+            rtt = now - token
+            self._samples += 1
+            self._sum += rtt
+            self._squares += rtt * rtt
+            self._end_window_locked(now)
+            self._release_locked()
+
+    @override
+    def _exit_error(self, token: float, exc: BaseException) -> None:
+        now = self._clock.now()
+        with self._lock:
+            if isinstance(exc, TimeoutError):
+                self._drops += 1
+                self._end_window_locked(now)
+            self._release_locked()
+
+    # --- the window -----------------------------------------------------------------------------
+
+    def _release_locked(self) -> None:
+        self._permits.append(None)
+        if self._queued or self._debt:
+            self._dispatch_locked()
+
+    def _end_window_locked(self, now: float) -> None:
+        elapsed = now - self._start
+        if elapsed < self._window or (self._samples < self._min_samples and not self._drops):
+            return
+        n = self._samples
+        rtt = self._sum / n if n else None
+        # The standard error of the window's mean latency: how far noise alone moves it.
+        error = math.sqrt(max(0.0, self._squares / n - rtt * rtt) / n) if rtt is not None else 0.0
+        limit = self._controller.update(
+            rtt=rtt,
+            error=error,
+            throughput=self._samples / elapsed,
+            inflight=self._peak,
+            drops=self._drops,
+        )
+        self._start = now
+        self._samples = 0
+        self._sum = 0.0
+        self._squares = 0.0
+        self._drops = 0
+        self._peak = self._limit + self._debt - len(self._permits)
+        new = round(limit)
+        if new != self._limit:
+            self._set_limit_locked(new)
+
+    def __repr__(self) -> str:
+        return (
+            f"AdaptiveConcurrencyLimit(limit={self._limit}, min_limit={self.min_limit}, "
+            f"max_limit={self.max_limit}, name={self.name!r})"
+        )

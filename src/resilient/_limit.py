@@ -1,0 +1,424 @@
+"""The machinery behind `ConcurrencyLimit` and `AdaptiveConcurrencyLimit`: permits and waiters.
+
+How it works, and why:
+
+- **Fast path, no lock.** Free permits are tokens in a `collections.deque`; taking one is
+  `deque.pop()` and giving it back is `deque.append()`, each atomic (the deque's own C-level
+  critical section). Measured, a `threading.Lock` taken twice per call costs more than the whole
+  `asyncio.Semaphore` (benchmarks/concurrency.py). No anyio primitive, no checkpoint, no sink call:
+  an async caller that finds a free permit does not yield, exactly like `asyncio.Semaphore`.
+- **Slow path, one lock.** Waiters, statistics of the slow path and limit changes live under a
+  `threading.Lock`. A caller that finds no permit (or finds others already waiting: no barging)
+  joins a bounded queue for at most `max_wait`, or is rejected at once when the queue is full.
+- **No lost wake-up.** A releaser appends its permit *then* looks for waiters; a waiter registers
+  *then* (under the lock) looks for permits. Whatever the interleaving, one of the two sees the
+  other, so a permit never sits free while a waiter sleeps.
+- **Hand-off.** Under the lock, free permits go straight to the next live waiter (FIFO or LIFO),
+  which owns it from that instant: ownership is the waiter's state under the lock, never whether
+  its wake-up has been delivered. A waiter cancelled or timed out in the same instant it was
+  granted sees `GRANTED` and passes the permit on. No permit leaks, whatever is cancelled where.
+- **Waking any caller from any thread.** A thread waits on a `threading.Event`; a task waits on an
+  `anyio.Event`, set directly when the release runs on the task's own thread, else through its
+  loop's thread-safe entry (`loop.call_soon_threadsafe` / `TrioToken.run_sync_soon`, from
+  `anyio.lowlevel.current_token()`). So one instance serves asyncio, trio and threads at once.
+- **Time** is read from the injected clock. An async waiter's `max_wait` is the event loop's own
+  timeout when the clock is `SystemClock`; with any other clock (a `FakeClock`) the wait races
+  `clock.sleep()`, so tests expire waits by moving fake time. A thread waits on its event for the
+  time the clock says is left, re-reading a non-system clock every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, TypeVar
+
+import anyio
+
+from resilient._clock import SystemClock, system_clock
+from resilient._errors import ConcurrencyLimitError
+from resilient._limit_parts import (
+    GONE,
+    GRANTED,
+    WAITING,
+    ConcurrencyLimitStatistics,
+    Waiter,
+    check_int,
+    check_number,
+    loop_entry,
+    on_event_loop,
+)
+from resilient._wrap import Policy
+from resilient.metrics._catalog import (
+    CONCURRENCY_LIMIT_ACTIVE,
+    CONCURRENCY_LIMIT_LIMIT,
+    CONCURRENCY_LIMIT_QUEUED,
+    CONCURRENCY_LIMIT_WAIT,
+    NAME,
+)
+from resilient.metrics._sink import Instrumented, Measurement
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from resilient._clock import Clock
+    from resilient._limit_parts import Order
+    from resilient.metrics._sink import MetricsSink
+
+
+__all__ = ["ALPHA", "LimitCore"]
+
+TokenT = TypeVar("TokenT")
+
+# A thread waiting with a non-system clock re-reads the clock this often (real seconds).
+_CLOCK_POLL = 0.005
+# Weight of a new sample in the smoothed hold and wait times behind `retry_after`.
+ALPHA = 0.1
+
+
+class LimitCore(Policy[TokenT], Instrumented):
+    """Permits, the wait queue, statistics and metrics; subclasses add the Policy hooks."""
+
+    __slots__ = (
+        "_admits",
+        "_cancelled",
+        "_clock",
+        "_debt",
+        "_hold",
+        "_lifo",
+        "_limit",
+        "_lock",
+        "_max_active",
+        "_max_wait",
+        "_max_waiting",
+        "_native_timeouts",
+        "_permits",
+        "_queue",
+        "_queued",
+        "_rejected",
+        "_slow_admits",
+        "_timed_out",
+        "_wait",
+    )
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        max_waiting: int | None,
+        max_wait: float | None,
+        order: Order,
+        name: str | None,
+        sink: MetricsSink | None,
+        clock: Clock | None,
+    ) -> None:
+        if max_waiting is not None:
+            check_int("max_waiting", max_waiting, 0, "or None (as many as the limit)")
+        if max_wait is not None:
+            check_number("max_wait", max_wait, 0.0)
+        if order not in ("fifo", "lifo"):
+            msg = f"order must be 'fifo' or 'lifo', got {order!r}"
+            raise ValueError(msg)
+        if clock is not None and not (
+            callable(getattr(clock, "now", None)) and hasattr(clock, "sleep")
+        ):
+            msg = f"clock must have now() and async sleep() methods, got {clock!r}"
+            raise TypeError(msg)
+        Instrumented.__init__(self, name, sink)
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._permits: deque[None] = deque([None] * limit)
+        self._debt = 0  # permits to retire as they come back, after the limit fell
+        self._queue: deque[Waiter] = deque()
+        self._queued = 0  # live waiters; the deque may also hold GONE ones, dropped lazily
+        # max_wait=0 means "never wait": the same as an empty queue.
+        self._max_waiting = 0 if max_wait == 0 else max_waiting
+        self._max_wait = None if max_wait is None else float(max_wait)
+        self._lifo = order == "lifo"
+        self._clock = system_clock if clock is None else clock
+        self._native_timeouts = isinstance(self._clock, SystemClock)
+        self._hold = -1.0  # smoothed hold time; negative until known
+        self._wait = -1.0  # smoothed wait of admitted waiters; negative until known
+        self._admits = itertools.count()  # fast-path admissions: next() is atomic
+        self._slow_admits = 0
+        self._rejected = 0
+        self._timed_out = 0
+        self._cancelled = 0
+        self._max_active = 0
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def limit(self) -> int:
+        """The number of permits now."""
+        return self._limit
+
+    @property
+    def max_waiting(self) -> int | None:
+        """The size of the wait queue (`None`: as many as the current limit)."""
+        return self._max_waiting
+
+    @property
+    def max_wait(self) -> float | None:
+        """How long a caller may wait for a permit, in seconds (`None`: no time bound)."""
+        return self._max_wait
+
+    @property
+    def order(self) -> Order:
+        """`"fifo"` or `"lifo"`: which waiter a released permit goes to."""
+        return "lifo" if self._lifo else "fifo"
+
+    def statistics(self) -> ConcurrencyLimitStatistics:
+        """Return a snapshot of the counters (exact when no call is entering or leaving)."""
+        with self._lock:
+            limit = self._limit
+            active = limit + self._debt - len(self._permits)
+            return ConcurrencyLimitStatistics(
+                limit=limit,
+                active=active,
+                waiting=self._queued,
+                admitted=_count_value(self._admits) + self._slow_admits,
+                rejected=self._rejected,
+                timed_out=self._timed_out,
+                cancelled=self._cancelled,
+                max_active=max(self._max_active_locked(), active),
+            )
+
+    # --- acquiring ------------------------------------------------------------------------------
+
+    def _take_slow(self) -> float:
+        """Sync slow path: wait (blocking the thread) or raise; return the admission time."""
+        if on_event_loop():
+            # A sync caller on an event-loop thread must not block: the permits it waits for may
+            # be held by tasks of this very loop.
+            with self._lock:
+                self._rejected += 1
+                retry_after = self._retry_after_locked()
+            raise self._reject(retry_after)
+        waiter = Waiter(threading.Event(), None, self._clock.now())
+        if self._enqueue(waiter):
+            return waiter.since
+        event: threading.Event = waiter.event  # type: ignore[assignment]
+        try:
+            if self._max_wait is None:
+                event.wait()
+            else:
+                deadline = waiter.since + self._max_wait
+                while not event.is_set():
+                    left = deadline - self._clock.now()
+                    if left <= 0:
+                        break
+                    event.wait(left if self._native_timeouts else min(left, _CLOCK_POLL))
+        except BaseException:  # KeyboardInterrupt in the main thread
+            self._leave(waiter)
+            raise
+        return self._settle(waiter)
+
+    def _check_queue(self) -> None:
+        """Async pre-check: raise at once, without building a waiter, if the queue is full."""
+        lock = self._lock
+        lock.acquire()
+        if self._queued < self._capacity_locked():
+            lock.release()
+            return
+        self._rejected += 1
+        retry_after = self._retry_after_locked()
+        lock.release()
+        raise self._reject(retry_after)
+
+    async def _take_async(self) -> float:
+        """Async slow path: wait for a permit or raise; return the admission time."""
+        waiter = Waiter(anyio.Event(), loop_entry(), self._clock.now())
+        if self._enqueue(waiter):
+            return waiter.since
+        event: anyio.Event = waiter.event  # type: ignore[assignment]
+        try:
+            if self._max_wait is None:
+                await event.wait()
+            elif self._native_timeouts:
+                with anyio.move_on_after(self._max_wait):
+                    await event.wait()
+            else:
+                await self._wait_on_clock(event, self._max_wait)
+        except BaseException:
+            self._leave(waiter)
+            raise
+        return self._settle(waiter)
+
+    def _capacity_locked(self) -> int:
+        return self._limit if self._max_waiting is None else self._max_waiting
+
+    def _enqueue(self, waiter: Waiter) -> bool:
+        """Take a permit at once (`True`) or queue *waiter* (`False`).
+
+        Raises:
+            ConcurrencyLimitError: the queue is full.
+        """
+        with self._lock:
+            if not self._queued and not self._debt:
+                try:
+                    self._permits.pop()
+                except IndexError:
+                    pass
+                else:
+                    self._admitted_now_locked()
+                    return True
+            if self._queued >= self._capacity_locked():
+                self._rejected += 1
+                retry_after = self._retry_after_locked()
+                raise self._reject(retry_after)
+            queue = self._queue
+            if len(queue) > 2 * self._queued + 16:
+                # Drop the waiters that left, so the deque stays O(live waiters).
+                self._queue = queue = deque(w for w in queue if w.state == WAITING)
+            queue.append(waiter)
+            self._queued += 1
+            # A permit released between our failed pop and now: its releaser may have looked
+            # for waiters before we registered, so look for permits now that we have.
+            self._dispatch_locked()
+            if waiter.state == GRANTED:
+                self._admitted_now_locked()
+                return True
+            return False
+
+    def _admitted_now_locked(self) -> None:
+        self._slow_admits += 1
+        active = self._limit + self._debt - len(self._permits)
+        if active > self._max_active:  # noqa: PLR1730 - a compare is cheaper than max()
+            self._max_active = active
+
+    def _max_active_locked(self) -> int:
+        return self._max_active
+
+    async def _wait_on_clock(self, event: anyio.Event, seconds: float) -> None:
+        """Wait for *event* or for *seconds* of the injected clock, whichever comes first."""
+        async with anyio.create_task_group() as tg:
+
+            async def expire() -> None:
+                await self._clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(expire)
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+    def _settle(self, waiter: Waiter) -> float:
+        """Finish a wait that ended without an exception: admitted, or timed out."""
+        now = self._clock.now()
+        waited = now - waiter.since
+        retry_after = None
+        with self._lock:
+            if waiter.state == GRANTED:
+                self._admitted_now_locked()
+                smoothed = self._wait
+                self._wait = waited if smoothed < 0 else smoothed + (waited - smoothed) * ALPHA
+                result = "admitted"
+            else:
+                waiter.state = GONE
+                self._queued -= 1
+                self._timed_out += 1
+                result = "timeout"
+                retry_after = self._retry_after_locked()
+        self._emit(CONCURRENCY_LIMIT_WAIT, waited, self._attributes(result=result))
+        if result == "timeout":
+            raise ConcurrencyLimitError(self.name, retry_after)
+        return now
+
+    def _leave(self, waiter: Waiter) -> None:
+        """The waiter's caller went away: leave the queue, or pass on a permit just granted."""
+        with self._lock:
+            if waiter.state == GRANTED:
+                self._permits.append(None)
+                self._dispatch_locked()
+            else:
+                waiter.state = GONE
+                self._queued -= 1
+            self._cancelled += 1
+        waited = self._clock.now() - waiter.since
+        self._emit(CONCURRENCY_LIMIT_WAIT, waited, self._attributes(result="cancelled"))
+
+    # --- releasing ------------------------------------------------------------------------------
+
+    def _dispatch_locked(self) -> None:
+        """Retire permits owed after a limit cut, then give free permits to waiters, in order."""
+        permits = self._permits
+        while self._debt and permits:
+            try:
+                permits.pop()
+            except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
+                break
+            self._debt -= 1
+        queue = self._queue
+        pop = queue.pop if self._lifo else queue.popleft
+        while self._queued and permits:
+            try:
+                permits.pop()
+            except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
+                break
+            while True:
+                if not queue:  # pragma: no cover - _queued counts live waiters in the deque
+                    permits.append(None)
+                    return
+                waiter = pop()
+                if waiter.state != WAITING:
+                    continue
+                waiter.state = GRANTED
+                self._queued -= 1
+                if waiter.wake():
+                    break
+                # Its event loop is gone, and its task with it: nobody will settle this waiter.
+                waiter.state = GONE
+                self._cancelled += 1
+                if not self._queued:
+                    permits.append(None)
+                    return
+
+    def _set_limit_locked(self, limit: int) -> None:
+        """Move the limit: add permits at once, or retire them now or as they come back."""
+        delta = limit - self._limit
+        self._limit = limit
+        permits = self._permits
+        if delta > 0:
+            paid = min(delta, self._debt)
+            self._debt -= paid
+            permits.extend([None] * (delta - paid))
+        else:
+            self._debt -= delta
+        self._dispatch_locked()
+
+    def _retry_after_locked(self) -> float | None:
+        # Little's law: the queue ahead drains at about `limit` calls per hold time. Without a
+        # hold time yet, a recent wait for a permit is the next best guess.
+        ahead = self._queued + 1
+        if self._hold >= 0:
+            return self._hold * ahead / max(self._limit, 1)
+        if self._wait >= 0:
+            return self._wait
+        return None
+
+    def _reject(self, retry_after: float | None) -> ConcurrencyLimitError:
+        self._emit(CONCURRENCY_LIMIT_WAIT, 0.0, self._attributes(result="rejected"))
+        return ConcurrencyLimitError(self.name, retry_after)
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def _attributes(self, **extra: str) -> dict[str, str]:
+        if self.name is not None:
+            extra[NAME] = self.name
+        return extra
+
+    def _observe(self) -> Iterable[Measurement]:
+        stats = self.statistics()
+        attributes = self._attributes()
+        return (
+            Measurement(CONCURRENCY_LIMIT_ACTIVE, stats.active, attributes),
+            Measurement(CONCURRENCY_LIMIT_QUEUED, stats.waiting, attributes),
+            Measurement(CONCURRENCY_LIMIT_LIMIT, stats.limit, attributes),
+        )
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    # The only portable way to read an itertools.count without advancing it: "count(42)".
+    return int(repr(counter)[6:-1])

@@ -1,0 +1,143 @@
+"""Parts of the concurrency limits: statistics, option checks, and the waiter.
+
+See `resilient._limit` for how the pieces fit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import anyio
+import anyio.lowlevel
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+__all__ = [
+    "ConcurrencyLimitStatistics",
+    "Order",
+    "Waiter",
+    "check_int",
+    "check_number",
+    "loop_entry",
+    "on_event_loop",
+]
+
+Order = Literal["fifo", "lifo"]
+"""The order in which waiters get permits: oldest first, or newest first."""
+
+# Waiter states. Every transition happens under the limit's lock.
+WAITING: Final = 0
+GRANTED: Final = 1  # a permit was handed to this waiter; the waiter owns it now
+GONE: Final = 2  # the waiter left (timeout, cancellation, dead loop); releasers skip it
+
+
+@dataclass(frozen=True)
+class ConcurrencyLimitStatistics:
+    """A snapshot of a concurrency limit.
+
+    Every call that tried to enter is counted once, when its fate is known: `admitted`,
+    `rejected` (queue full, or no wait allowed), `timed_out` (waited `max_wait` in vain) or
+    `cancelled` (its caller went away while it waited). Taken without stopping the fast path, so
+    under concurrent threads the fields may be a few calls apart; quiescent, they are exact.
+
+    Attributes:
+        limit: the number of permits now (moves for an adaptive limit).
+        active: permits held now.
+        waiting: callers in the queue now.
+        admitted: calls that got a permit, at once or after waiting.
+        rejected: calls refused without waiting.
+        timed_out: calls refused after waiting `max_wait`.
+        cancelled: calls whose caller went away while waiting.
+        max_active: the highest `active` seen since creation.
+    """
+
+    limit: int
+    active: int
+    waiting: int
+    admitted: int
+    rejected: int
+    timed_out: int
+    cancelled: int
+    max_active: int
+
+
+def check_int(parameter: str, value: object, minimum: int, extra: str = "") -> int:
+    """Return *value*; `TypeError` unless an int (not a bool), `ValueError` if below *minimum*."""
+    accepted = f"an int >= {minimum}{' ' + extra if extra else ''}"
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"{parameter} must be {accepted}, got {value!r}"
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{parameter} must be {accepted}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def check_number(
+    parameter: str, value: object, low: float, high: float = math.inf, *, open_low: bool = False
+) -> float:
+    """Return *value* as a float; `TypeError` unless a real number, `ValueError` if out of range."""
+    accepted = f"a number {'>' if open_low else '>='} {low}" + (
+        f" and <= {high}" if high < math.inf else ""
+    )
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        msg = f"{parameter} must be {accepted}, got {value!r}"
+        raise TypeError(msg)
+    if not math.isfinite(value) or value < low or (open_low and value == low) or value > high:
+        msg = f"{parameter} must be {accepted}, got {value!r}"
+        raise ValueError(msg)
+    return float(value)
+
+
+class Waiter:
+    """One queued caller: its state, its wake-up primitive, and how to reach its thread."""
+
+    __slots__ = ("event", "schedule", "since", "state", "thread")
+
+    def __init__(
+        self,
+        event: threading.Event | anyio.Event,
+        schedule: Callable[[Callable[[], object]], object] | None,
+        since: float,
+    ) -> None:
+        self.event = event
+        self.thread = threading.get_ident()
+        self.schedule = schedule  # the loop's thread-safe entry; None for a thread waiter
+        self.since = since
+        self.state = WAITING
+
+    def wake(self) -> bool:
+        """Wake the waiter (under the limit's lock); `False` if its event loop is gone."""
+        if self.schedule is None or self.thread == threading.get_ident():
+            self.event.set()
+            return True
+        try:
+            self.schedule(self.event.set)
+        except RuntimeError:  # asyncio: loop closed; trio: RunFinishedError
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Waiter state={self.state} since={self.since}>"
+
+
+def loop_entry() -> Callable[[Callable[[], object]], object]:
+    """Return the running event loop's thread-safe "call this soon" function."""
+    native: Any = anyio.lowlevel.current_token().native_token
+    # An asyncio loop has call_soon_threadsafe; a trio token has run_sync_soon.
+    entry = getattr(native, "call_soon_threadsafe", None)
+    return entry if entry is not None else native.run_sync_soon  # type: ignore[no-any-return]
+
+
+def on_event_loop() -> bool:
+    try:
+        anyio.lowlevel.current_token()
+    except RuntimeError:  # NoEventLoopError
+        return False
+    return True

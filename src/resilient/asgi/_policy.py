@@ -1,0 +1,69 @@
+"""What the policy middleware share: admission through a core policy, and the 503 it answers.
+
+A policy middleware enters its policy (a breaker, a concurrency limit) the way the decorator core
+does, through the policy's hooks, so one `CircuitBreaker` or `ConcurrencyLimit` instance can guard
+an inbound route and an outbound call at once. A rejection becomes `503 Service Unavailable` with a
+whole-seconds `Retry-After`, and is marked in the scope so that an outer breaker middleware does
+not count it as a failure of the app.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from resilient._wrap import MUST_WAIT
+from resilient.asgi._respond import header, respond
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from resilient._errors import RejectedError
+    from resilient._wrap import Policy
+    from resilient.asgi._types import Scope, Send
+
+
+__all__ = ["REJECTED", "admit", "body_unread", "exempt_paths", "is_exempt", "reject"]
+
+REJECTED = "resilient.rejected"
+"""Scope key set (to the rejecting policy's name) when a resilient middleware answered 503."""
+
+
+async def admit(policy: Policy[Any]) -> Any:
+    """Enter *policy* for a request: return its token, or raise `RejectedError`."""
+    token = policy._enter_nowait()
+    if token is MUST_WAIT:
+        token = await policy._enter_wait()
+    return token
+
+
+async def reject(scope: Scope, send: Send, error: RejectedError) -> None:
+    """Answer 503 for *error*, with `Retry-After`, and mark the scope as rejected."""
+    scope[REJECTED] = error.name or type(error).__name__
+    retry_after = error.retry_after if error.retry_after is not None else 1.0
+    await respond(scope, send, 503, retry_after=retry_after, close=body_unread(scope))
+
+
+def body_unread(scope: Scope) -> bool:
+    """Whether the request declares a body (which an early answer leaves unread)."""
+    if header(scope, b"transfer-encoding"):
+        return True
+    return any(value.strip() not in (b"0", b"") for value in header(scope, b"content-length"))
+
+
+def exempt_paths(paths: Iterable[str]) -> tuple[str, ...]:
+    """Validate path prefixes that a middleware lets through untouched (health checks)."""
+    prefixes = tuple(paths)
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            msg = f"exempt must hold path prefixes starting with '/', got {prefix!r}"
+            raise ValueError(msg)
+    return prefixes
+
+
+def is_exempt(scope: Scope, prefixes: tuple[str, ...]) -> bool:
+    """Whether the request path is one of *prefixes* or below one."""
+    if not prefixes:
+        return False
+    path: str = scope.get("path", "")
+    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)

@@ -1,0 +1,352 @@
+"""AdaptiveConcurrencyLimit: the gradient controller alone, then the limit driven on a FakeClock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import threading
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from resilient import AdaptiveConcurrencyLimit, ConcurrencyLimitError
+from resilient._gradient import GradientController
+from resilient.metrics import CONCURRENCY_LIMIT_LIMIT
+from resilient.testing import FakeClock, capture_metrics
+
+
+async def until(predicate: object) -> None:
+    for _ in range(5000):
+        if predicate():  # type: ignore[operator]
+            return
+        await anyio.sleep(0.001)
+    raise AssertionError("condition never became true")
+
+
+def controller(**overrides: float) -> GradientController:
+    options: dict[str, float] = {
+        "initial_limit": 20,
+        "min_limit": 1,
+        "max_limit": 1000,
+        "smoothing": 0.2,
+        "tolerance": 1.0,
+        "backoff": 0.9,
+        "history": 10,
+        "memory": 300,
+    }
+    options.update(overrides)
+    return GradientController(**options)  # type: ignore[arg-type]
+
+
+def feed(c: GradientController, windows: int, rtt: object, throughput: object) -> list[float]:
+    """Feed saturated windows (1 s apart); rtt and throughput are functions of the limit."""
+    limits = []
+    for _ in range(windows):
+        limit = c.limit
+        c.update(
+            rtt=rtt(limit),  # type: ignore[operator]
+            throughput=throughput(limit),  # type: ignore[operator]
+            inflight=math.ceil(limit),
+            drops=0,
+        )
+        limits.append(c.limit)
+    return limits
+
+
+# --- the controller ---------------------------------------------------------------------------
+
+
+def test_limit_rises_while_latency_is_flat_and_throughput_scales() -> None:
+    c = controller()
+    limits = feed(c, 30, rtt=lambda _: 0.010, throughput=lambda n: n * 100)
+    assert all(b > a for a, b in itertools.pairwise(limits))
+    assert limits[-1] > 30
+
+
+def test_limit_falls_when_latency_climbs() -> None:
+    # A service with 20 workers: past 20 in flight, calls queue and latency grows.
+    c = controller(initial_limit=100)
+    feed(c, 1, rtt=lambda _: 0.010, throughput=lambda n: 2000)
+    limits = feed(c, 10, rtt=lambda n: 0.010 * n / 20, throughput=lambda n: 2000)
+    assert all(b < a for a, b in itertools.pairwise(limits))
+    assert limits[-1] < 50
+
+
+def test_limit_settles_at_the_knee_of_a_processor_sharing_service() -> None:
+    # Latency flat up to 32 in flight, proportional beyond: Little's law puts the target at
+    # 32 * tolerance + sqrt(limit).
+    knee, base = 32, 0.010
+    c = controller(initial_limit=5)
+    limits = feed(
+        c,
+        200,
+        rtt=lambda n: base * max(1.0, n / knee),
+        throughput=lambda n: min(n, knee) / base,
+    )
+    assert 32 <= limits[-1] <= 32 + math.sqrt(40) + 1
+    assert max(limits[-50:]) - min(limits[-50:]) < 1
+
+
+def test_limit_stays_within_bounds() -> None:
+    c = controller(initial_limit=10, min_limit=5, max_limit=40)
+    limits = feed(c, 100, rtt=lambda _: 0.010, throughput=lambda n: n * 100)
+    assert max(limits) == 40
+    limits = []
+    for i in range(100):  # latency climbs window after window, throughput does not move
+        c.update(rtt=0.010 * 1.2**i, throughput=100, inflight=math.ceil(c.limit), drops=0)
+        limits.append(c.limit)
+    assert min(limits) == 5
+    assert all(5 <= x <= 40 for x in limits)
+
+
+def test_throughput_guard_stops_the_climb() -> None:
+    # Flat latency (as with a drifted baseline or a tolerance that hides the queue) would let the
+    # gradient raise the limit forever; throughput that no longer rises stops it.
+    c = controller(initial_limit=20)
+    limits = feed(c, 200, rtt=lambda _: 0.010, throughput=lambda n: min(n, 30) * 100)
+    assert max(limits[-150:]) < 30 * 1.5  # bounded: probes a little above the knee, no more
+    assert min(limits[-150:]) >= 30
+    unguarded = feed(
+        controller(initial_limit=20), 60, rtt=lambda _: 0.010, throughput=lambda n: n * 100
+    )
+    assert unguarded[-1] > 60  # throughput kept rising: so did the limit
+
+
+def test_throughput_guard_backs_off_when_throughput_falls() -> None:
+    c = controller(initial_limit=20)
+    limits = feed(c, 40, rtt=lambda _: 0.010, throughput=lambda n: 2000 * (20 / n) ** 2)
+    assert c.elasticity() is None or c.elasticity() < 0  # type: ignore[operator]
+    assert min(limits) < 20 * 1.25
+    assert any(b < a for a, b in itertools.pairwise(limits))
+
+
+def test_drops_back_off_and_idle_windows_teach_nothing() -> None:
+    c = controller(initial_limit=50)
+    assert c.update(rtt=0.01, throughput=100, inflight=50, drops=2) == pytest.approx(45)
+    assert c.update(rtt=0.01, throughput=100, inflight=10, drops=0) == pytest.approx(45)
+    assert c.update(rtt=None, throughput=0, inflight=45, drops=0) == pytest.approx(45)
+    assert c.baseline is None
+
+
+def test_baseline_relearns_when_the_service_becomes_slower_for_good() -> None:
+    knee = 32
+
+    def service(base: float) -> tuple[object, object]:
+        return (lambda n: base * max(1.0, n / knee)), (lambda n: min(n, knee) / base)
+
+    c = controller(initial_limit=5)
+    rtt, throughput = service(0.010)
+    feed(c, 150, rtt=rtt, throughput=throughput)
+    before = c.limit
+    assert c.baseline == pytest.approx(0.010)
+    rtt, throughput = service(0.020)  # every call now takes twice as long
+    limits = feed(c, 300, rtt=rtt, throughput=throughput)
+    assert min(limits) < before * 0.75  # it first read the slowdown as queueing
+    assert c.baseline == pytest.approx(0.020)  # then re-learned
+    assert 0.75 * knee <= limits[-1] <= 1.25 * knee + math.sqrt(knee)
+    feed(c, 50, rtt=rtt, throughput=throughput)
+    assert c.baseline == pytest.approx(0.020)
+
+
+def test_elasticity_needs_spread_and_throughput() -> None:
+    c = controller()
+    assert c.elasticity() is None
+    c._history.extend([(20, 100.0, 0.1), (20.5, 110.0, 0.1), (21, 90.0, 0.1)])
+    assert c.elasticity() is None  # less than 10% spread in concurrency
+    c._history.clear()
+    c._history.extend([(10, 0.0, 0.1), (20, 0.0, 0.1), (30, 0.0, 0.1)])
+    assert c.elasticity() is None  # no throughput at all
+    c._history.clear()
+    c._history.extend([(10, 100.0, 0.1), (20, 200.0, 0.1), (30, 300.0, 0.1)])
+    assert c.elasticity() == pytest.approx(1.0)
+    assert repr(c).startswith("GradientController(limit=20.00")
+
+
+# --- the limit ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "parameter"),
+    [
+        ({"min_limit": 0}, ValueError, "min_limit"),
+        ({"min_limit": 5, "max_limit": 4, "initial_limit": 5}, ValueError, "max_limit"),
+        ({"initial_limit": 0}, ValueError, "initial_limit"),
+        ({"initial_limit": 2000}, ValueError, "initial_limit"),
+        ({"initial_limit": 2.5}, TypeError, "initial_limit"),
+        ({"smoothing": 0}, ValueError, "smoothing"),
+        ({"smoothing": 1.5}, ValueError, "smoothing"),
+        ({"tolerance": 0.9}, ValueError, "tolerance"),
+        ({"backoff": 1}, ValueError, "backoff"),
+        ({"backoff": "x"}, TypeError, "backoff"),
+        ({"window": 0}, ValueError, "window"),
+        ({"min_samples": 0}, ValueError, "min_samples"),
+        ({"max_waiting": -1}, ValueError, "max_waiting"),
+        ({"order": "x"}, ValueError, "order"),
+    ],
+)
+def test_validation_names_the_parameter(
+    kwargs: dict[str, object], error: type[Exception], parameter: str
+) -> None:
+    with pytest.raises(error, match=parameter):
+        AdaptiveConcurrencyLimit(**kwargs)  # type: ignore[arg-type]
+
+
+def test_properties_and_repr() -> None:
+    limit = AdaptiveConcurrencyLimit(initial_limit=8, min_limit=2, max_limit=50, name="s")
+    assert (limit.limit, limit.min_limit, limit.max_limit) == (8, 2, 50)
+    assert repr(limit) == "AdaptiveConcurrencyLimit(limit=8, min_limit=2, max_limit=50, name='s')"
+
+
+def saturate(limit: AdaptiveConcurrencyLimit, clock: FakeClock, rtt: float) -> None:
+    """One round: fill every permit, let *rtt* pass, release them all as successes."""
+    tokens = []
+    while True:
+        try:
+            tokens.append(limit._enter())
+        except ConcurrencyLimitError:  # noqa: PERF203 - the loop ends here
+            break
+    clock.advance(rtt)
+    for token in tokens:
+        limit._exit_ok(token, None)
+
+
+def test_limit_follows_latency_and_the_gauge_follows_the_limit() -> None:
+    clock = FakeClock()
+    with capture_metrics() as sink:
+        limit = AdaptiveConcurrencyLimit(
+            initial_limit=10, max_wait=0, window=0.1, min_samples=5, clock=clock, name="a"
+        )
+        for _ in range(80):
+            saturate(limit, clock, 0.1)  # flat latency: up
+        high = limit.limit
+        assert high > 20
+        assert sink.last(CONCURRENCY_LIMIT_LIMIT, {"resilient.name": "a"}) == high
+        for _ in range(40):
+            saturate(limit, clock, 0.1 * limit.limit / 10)  # latency grows with concurrency: down
+        assert limit.limit < high
+    stats = limit.statistics()
+    assert (stats.active, stats.waiting, stats.limit) == (0, 0, limit.limit)
+
+
+def test_timeouts_are_drops_other_errors_and_cancellation_are_not_samples() -> None:
+    clock = FakeClock()
+    limit = AdaptiveConcurrencyLimit(
+        initial_limit=10, max_wait=0, window=1.0, min_samples=1, clock=clock
+    )
+    token = limit._enter()
+    clock.advance(2)
+    limit._exit_error(token, ValueError())  # not a sample: the window stays open
+    token = limit._enter()
+    limit._exit_error(token, asyncio.CancelledError())
+    assert limit.limit == 10
+    token = limit._enter()
+    limit._exit_error(token, TimeoutError())  # a drop closes the window: back off
+    assert limit.limit == 9
+    assert limit.statistics().active == 0
+
+
+def test_a_cut_retires_permits_as_they_come_back() -> None:
+    clock = FakeClock()
+    limit = AdaptiveConcurrencyLimit(
+        initial_limit=10, max_wait=0, window=1.0, min_samples=1, clock=clock
+    )
+    tokens = [limit._enter() for _ in range(10)]
+    clock.advance(1)
+    limit._exit_error(tokens.pop(), TimeoutError())  # limit 10 -> 9 with 9 still held
+    with pytest.raises(ConcurrencyLimitError):
+        limit._enter()
+    limit._controller.limit = 4.0
+    clock.advance(1)
+    limit._exit_error(tokens.pop(), TimeoutError())  # 4 * 0.9 -> limit 4, 8 held: 4 owed
+    assert (limit.limit, limit._debt) == (4, 4)
+    for token in tokens[:4]:
+        limit._exit_error(token, RuntimeError())
+    assert limit._debt == 0
+    with pytest.raises(ConcurrencyLimitError):
+        limit._enter()  # still 4 held
+    for token in tokens[4:]:
+        limit._exit_error(token, RuntimeError())
+    stats = limit.statistics()
+    assert (stats.active, stats.limit, stats.max_active) == (0, 4, 10)
+    assert len(limit._permits) == 4
+
+
+@pytest.mark.anyio
+async def test_a_rise_admits_waiters_at_once() -> None:
+    clock = FakeClock(autojump=False)
+    limit = AdaptiveConcurrencyLimit(
+        initial_limit=2, max_waiting=5, max_wait=None, window=1.0, min_samples=1, clock=clock
+    )
+    admitted: list[int] = []
+
+    async def waiter(i: int) -> None:
+        async with limit:
+            admitted.append(i)
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        held = [limit._enter_nowait(), limit._enter_nowait()]
+        for i in range(3):
+            tg.start_soon(waiter, i)
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert limit.statistics().waiting == 3
+        limit._controller.limit = 6.0
+        clock.advance(1)
+        limit._exit_ok(held.pop(), None)  # flat latency: the limit rises and waiters get in
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+        assert sorted(admitted) == [0, 1, 2]
+        assert limit.limit > 2
+        tg.cancel_scope.cancel()
+    limit._exit_ok(held.pop(), None)
+    assert limit.statistics().active == 0
+
+
+@pytest.mark.anyio
+async def test_async_and_thread_callers_share_an_adaptive_limit() -> None:
+    limit = AdaptiveConcurrencyLimit(initial_limit=1, max_waiting=4, max_wait=5)
+
+    @limit
+    async def task() -> int:
+        await anyio.sleep(0.001)
+        return 1
+
+    @limit
+    def blocking() -> int:
+        return 2
+
+    gate = threading.Event()
+
+    def hold() -> None:
+        with limit:
+            gate.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, hold)
+        await until(lambda: limit.statistics().active == 1)
+        results: list[int] = []
+
+        async def run_task() -> None:
+            results.append(await task())
+
+        async def run_blocking() -> None:
+            results.append(await anyio.to_thread.run_sync(blocking))
+
+        tg.start_soon(run_task)
+        tg.start_soon(run_blocking)
+        await until(lambda: limit.statistics().waiting == 2)
+        gate.set()
+    assert sorted(results) == [1, 2]
+    assert limit.statistics().active == 0
+
+
+def test_a_limit_that_starts_on_the_plateau_probes_down_to_the_knee() -> None:
+    # Latency flat (it hides the queue), throughput flat from 10 up: from 40 the limit only ever
+    # sees the plateau, so the knee must be below what it has seen.
+    c = controller(initial_limit=40)
+    limits = feed(c, 300, rtt=lambda _: 0.010, throughput=lambda n: min(n, 10) * 100)
+    assert min(limits) < 20
+    assert limits[-1] < 25
