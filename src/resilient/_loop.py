@@ -256,15 +256,19 @@ class LoopMonitor(Instrumented):
                 return
             self._posted_at = posted
             stall: Stall | None = None
+            deadline = posted + threshold
             while not self._answered_at:
-                if stopped(timeout=interval):
+                # Look again after an interval, or exactly when the heartbeat becomes a stall.
+                wait = interval if stall else min(interval, deadline - time.perf_counter())
+                if wait > 0 and stopped(timeout=wait):
                     running = False  # but record an answer that came in meanwhile
                     break
                 if self._answered_at:
                     break
-                if stall is None and time.perf_counter() - posted >= threshold:
-                    stall = self._report_stall(posted)
-                elif stall is not None and not self._loop_alive():
+                if stall is None:
+                    if time.perf_counter() >= deadline:
+                        stall = self._report_stall(posted)
+                elif not self._loop_alive():
                     return
             self._posted_at = None
             if self._answered_at:
