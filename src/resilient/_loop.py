@@ -247,35 +247,40 @@ class LoopMonitor(Instrumented):
     def _watch(self) -> None:
         # One timed wait per heartbeat: post, wait an interval, look. Waiting for the answer and
         # then pausing would cost a second thread wake-up per beat (measured: about twice the CPU).
-        interval, threshold, stopped = self.interval, self.stall_threshold, self._stopped.acquire
-        running = True
-        while running:
+        while True:
             self._answered_at = 0.0
             posted = time.perf_counter()
             if not self._post(self._beat):
                 return
             self._posted_at = posted
-            stall: Stall | None = None
-            deadline = posted + threshold
-            while not self._answered_at:
-                # Look again after an interval, or exactly when the heartbeat becomes a stall.
-                wait = interval if stall else min(interval, deadline - time.perf_counter())
-                if wait > 0 and stopped(timeout=wait):
-                    running = False  # but record an answer that came in meanwhile
-                    break
-                if self._answered_at:
-                    break
-                if stall is None:
-                    if time.perf_counter() >= deadline:
-                        stall = self._report_stall(posted)
-                elif not self._loop_alive():
-                    return
+            outcome, stall = self._wait_for_answer(posted)
             self._posted_at = None
-            if self._answered_at:
+            if self._answered_at:  # recorded even when stopping: it came in meanwhile
                 delay = self._answered_at - posted
                 self._record(delay)
                 if stall is not None:
                     self._end_stall(stall, delay)
+            if outcome != "answered":
+                return
+
+    def _wait_for_answer(self, posted: float) -> tuple[str, Stall | None]:
+        """Wait for the heartbeat; report a stall at the threshold. Say why the wait ended."""
+        interval, stopped = self.interval, self._stopped.acquire
+        deadline = posted + self.stall_threshold
+        stall: Stall | None = None
+        while not self._answered_at:
+            # Look again after an interval, or exactly when the heartbeat becomes a stall.
+            wait = interval if stall else min(interval, deadline - time.perf_counter())
+            if wait > 0 and stopped(timeout=wait):
+                return "stopped", stall
+            if self._answered_at:
+                break
+            if stall is None:
+                if time.perf_counter() >= deadline:
+                    stall = self._report_stall(posted)
+            elif not self._loop_alive():
+                return "gone", stall
+        return "answered", stall
 
     def _report_stall(self, posted: float) -> Stall:
         frame = sys._current_frames().get(self._loop_thread)
