@@ -10,6 +10,7 @@ import time
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import pytest
 
 from resilient import LoopMonitor
@@ -138,16 +139,28 @@ async def test_start_is_idempotent_and_stop_can_repeat() -> None:
 
 def test_one_monitor_watches_one_loop() -> None:
     monitor = LoopMonitor()
+    started, done = threading.Event(), threading.Event()
+
+    async def watch_and_wait() -> None:
+        monitor.start()
+        started.set()
+        await anyio.to_thread.run_sync(done.wait)
 
     async def start() -> None:
         monitor.start()
 
-    anyio.run(start)
+    other = threading.Thread(target=anyio.run, args=(watch_and_wait,))
+    other.start()
+    started.wait()
     try:
         with pytest.raises(RuntimeError, match="one monitor per loop"):
-            anyio.run(start)
+            anyio.run(start)  # the first loop is still running: refuse
     finally:
-        monitor.stop()
+        done.set()
+        other.join()
+    anyio.run(start)  # the first loop has ended: take over
+    assert monitor.running
+    monitor.stop()
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -164,8 +164,10 @@ class LoopMonitor(Instrumented):
         if self.running:
             if token is self._token:
                 return
-            msg = f"{self!r} already watches another event loop; create one monitor per loop"
-            raise RuntimeError(msg)
+            if self._loop_alive():
+                msg = f"{self!r} already watches another event loop; create one monitor per loop"
+                raise RuntimeError(msg)
+            self.stop()  # its loop has ended, and the watchdog has not noticed yet
         self._token = token
         self._schedule = getattr(token, "call_soon_threadsafe", None) or token.run_sync_soon  # type: ignore[attr-defined]
         self._loop_thread = threading.get_ident()

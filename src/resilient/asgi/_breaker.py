@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
@@ -51,7 +51,7 @@ class CircuitBreakerMiddleware:
         app: ASGIApp,
         /,
         *,
-        breaker: Policy[object],
+        breaker: Policy[Any],
         failure_status: Callable[[int], bool] = _is_server_error,
         exempt: Iterable[str] = (),
     ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
@@ -35,9 +35,7 @@ class ConcurrencyLimitMiddleware:
 
     __slots__ = ("app", "exempt", "limit")
 
-    def __init__(
-        self, app: ASGIApp, /, *, limit: Policy[object], exempt: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, app: ASGIApp, /, *, limit: Policy[Any], exempt: Iterable[str] = ()) -> None:
         if not isinstance(limit, Policy):
             msg = f"limit must be a ConcurrencyLimit or AdaptiveConcurrencyLimit, got {limit!r}"
             raise TypeError(msg)

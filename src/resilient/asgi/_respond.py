@@ -20,6 +20,7 @@ __all__ = ["header", "respond", "retry_after_header"]
 
 _REASONS = {
     400: b"Bad Request",
+    405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Content Too Large",
     503: b"Service Unavailable",

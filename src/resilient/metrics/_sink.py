@@ -36,6 +36,7 @@ __all__ = [
     "NoopSink",
     "collect",
     "get_default_sink",
+    "live_sources",
     "set_default_sink",
 ]
 
@@ -177,6 +178,12 @@ _sources: weakref.WeakSet[Instrumented] = weakref.WeakSet()
 _sources_lock = threading.Lock()
 
 
+def live_sources() -> list[Instrumented]:
+    """Return every live policy, monitor and middleware (for status pages)."""
+    with _sources_lock:
+        return list(_sources)
+
+
 def collect(sink: MetricsSink | None = None) -> list[Measurement]:
     """Return the observed (pulled) metrics of every live policy, monitor and middleware.
 
@@ -186,8 +193,7 @@ def collect(sink: MetricsSink | None = None) -> list[Measurement]:
 
     Call it from an exporter or a status endpoint; it never touches an event loop.
     """
-    with _sources_lock:
-        sources = list(_sources)
+    sources = live_sources()
     default = _default_sink
     measurements: list[Measurement] = []
     for source in sources:
