@@ -16,6 +16,7 @@ from resilient import (
     HealthSignal,
     RejectedError,
 )
+from resilient._breaker_core import BreakerCore
 from resilient.testing import FakeClock
 
 
@@ -499,3 +500,10 @@ def test_without_the_gil_every_outcome_takes_the_lock(clock, monkeypatch, trip) 
     assert (stats.successes, stats.failures) == (3, 1)
     if isinstance(trip, FailureRate):
         assert (stats.window_calls, stats.window_failures) == (4, 1)
+
+
+def test_a_lock_free_success_does_not_ask_the_window_its_type() -> None:
+    # `_setup` answers that once (`_window_needs_now`); the per-call path must not ask again.
+    names = BreakerCore._record.__code__.co_names
+    assert "isinstance" not in names
+    assert "CountWindow" not in names

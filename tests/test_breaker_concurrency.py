@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import random
 import sys
@@ -12,6 +13,7 @@ import anyio
 import pytest
 
 from resilient import Backoff, CircuitBreaker, CircuitOpenError, ConsecutiveFailures, FailureRate
+from resilient._breaker_state import BreakerState
 from resilient.testing import FakeClock
 
 
@@ -209,6 +211,116 @@ async def test_tasks(trip) -> None:
         for i in range(tasks):
             group.start_soon(worker, i)
     check(breaker, seen, probes, tasks * per_task, full=PROBES)
+
+
+# --- races at a transition ------------------------------------------------------------------------
+
+_TIMED_TOKEN = BreakerState.__dict__["_timed_token"]  # the slot, which `Interleaved` wraps
+
+
+class SpyLock:
+    """A breaker's lock that tells when a caller has to wait for it."""
+
+    def __init__(self, lock: threading.Lock, waiting: threading.Event) -> None:
+        self.lock, self.waiting = lock, waiting
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            self.waiting.set()
+            self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+class Interleaved(CircuitBreaker):
+    """Once armed, slips a call in right after a transition to closed publishes its tokens.
+
+    The call runs on another thread, started from inside `_to` (under the lock) as soon as the
+    last token is set, and `_to` goes on once that call finished or waits for the lock: the
+    moment another thread's call could arrive between two lines of the transition.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.armed = False
+        self.settled = threading.Event()
+        self.caller: threading.Thread | None = None
+        super().__init__(*args, **kwargs)
+        self._lock = SpyLock(self._lock, self.settled)  # type: ignore[assignment]
+
+    @property  # type: ignore[override]
+    def _timed_token(self) -> int | None:
+        return _TIMED_TOKEN.__get__(self, CircuitBreaker)  # type: ignore[no-any-return]
+
+    @_timed_token.setter
+    def _timed_token(self, value: int | None) -> None:
+        _TIMED_TOKEN.__set__(self, value)
+        if self.armed and self.state == "closed":
+            self.armed = False
+            self.caller = threading.Thread(target=self._succeed)
+            self.caller.start()
+            self.settled.wait(5)
+
+    def _succeed(self) -> None:
+        try:
+            with self:
+                pass
+        finally:
+            self.settled.set()
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        pytest.param({"calls": 10}, id="count-window"),
+        pytest.param({"calls": 10, "slow_call_duration": 1}, id="count-slow"),
+        pytest.param({"seconds": 60}, id="time-window"),
+        pytest.param({"seconds": 60, "slow_call_duration": 1}, id="time-slow"),
+    ],
+)
+def test_a_success_that_races_the_closing_lands_in_the_new_window(clock, window) -> None:
+    trip = FailureRate(0.5, min_calls=2, **window)
+    breaker = Interleaved("r", trip=trip, backoff=Backoff(1, 2, 8, 0), clock=clock)
+    for _ in range(2):
+        with pytest.raises(OSError), breaker:
+            raise OSError
+    clock.advance(1.0)
+    breaker.armed = True
+    with breaker:
+        pass  # the probe: it closes the breaker, and the other thread's call slips in
+    assert breaker.caller is not None
+    breaker.caller.join(5)
+    stats = breaker.statistics()
+    assert (stats.state, stats.successes) == ("closed", 2)
+    assert stats.window_calls == 1  # the other call, which ended after the closing
+
+
+def test_listeners_hear_transitions_from_two_threads_in_order(clock) -> None:
+    breaker = CircuitBreaker(
+        "o", trip=ConsecutiveFailures(1), backoff=Backoff(1, 2, 8, 0), clock=clock
+    )
+    delivering, resume = threading.Event(), threading.Event()
+    heard = []
+
+    def slow_listener(b: CircuitBreaker, old: str, new: str) -> None:
+        if new == "open":
+            delivering.set()
+            resume.wait(5)
+
+    breaker.subscribe(slow_listener)
+    breaker.subscribe(lambda b, old, new: heard.append((old, new)))
+
+    def trip() -> None:
+        with contextlib.suppress(OSError), breaker:
+            raise OSError
+
+    opener = threading.Thread(target=trip)
+    opener.start()
+    assert delivering.wait(5)  # the other thread opened the breaker and is telling the listeners
+    breaker.force_closed()  # a second transition, on this thread, meanwhile
+    resume.set()
+    opener.join(5)
+    assert heard == [("closed", "open"), ("open", "closed")]
 
 
 # --- cancellation ---------------------------------------------------------------------------------

@@ -245,6 +245,39 @@ def test_a_raising_listener_is_logged_and_harmless(clock, caplog) -> None:
     assert "a listener of circuit breaker" in caplog.text
 
 
+def test_a_transition_caused_by_a_listener_waits_for_the_one_being_delivered(clock) -> None:
+    breaker = make(clock)
+    seen = []
+
+    def close_again(b, old, new):
+        if new == "open":
+            b.force_closed()  # a second transition, from inside the delivery of the first
+
+    breaker.subscribe(close_again)
+    breaker.subscribe(lambda b, old, new: seen.append((old, new)))
+    for _ in range(2):
+        raise_in(breaker, OSError())
+    assert breaker.state == "closed"
+    assert seen == [("closed", "open"), ("open", "closed")]  # every listener hears them in order
+
+
+def test_a_listener_that_raises_a_base_exception_does_not_stop_later_deliveries(clock) -> None:
+    breaker = make(clock)
+    seen = []
+
+    def interrupt(b, old, new):
+        if new == "forced_open":
+            raise KeyboardInterrupt
+
+    breaker.subscribe(interrupt)
+    breaker.subscribe(lambda b, old, new: seen.append(new))
+    with pytest.raises(KeyboardInterrupt):
+        breaker.force_open()  # reaches the caller, as it always did
+    assert breaker.state == "forced_open"
+    breaker.reset()
+    assert seen == ["closed"]
+
+
 def test_subscribe_refuses_non_callables(clock) -> None:
     with pytest.raises(TypeError, match="listener must be callable"):
         make(clock).subscribe(3)  # type: ignore[arg-type]
@@ -392,6 +425,30 @@ def test_family_shares_listeners(clock) -> None:
     for _ in range(2):
         raise_in(hosts["x"], OSError())
     assert seen == [("t:x", "open")]
+
+
+def test_family_members_have_their_own_listeners(clock) -> None:
+    template = make(clock)
+    hosts = template.family()
+    a, b = hosts["a"], hosts["b"]
+    heard_a, heard_b, heard_all = [], [], []
+    a.subscribe(lambda br, old, new: heard_a.append((br.name, new)))
+    unsubscribe_b = b.subscribe(lambda br, old, new: heard_b.append((br.name, new)))
+    template.subscribe(lambda br, old, new: heard_all.append((br.name, new)))
+    for _ in range(2):
+        raise_in(b, OSError())
+    a.force_open()
+    template.force_open()
+    assert heard_a == [("t:a", "forced_open")]
+    assert heard_b == [("t:b", "open")]
+    assert heard_all == [("t:b", "open"), ("t:a", "forced_open"), ("t", "forced_open")]
+    unsubscribe_b()
+    b.reset()
+    assert heard_b == [("t:b", "open")]
+    assert heard_all[-1] == ("t:b", "closed")
+    nested = a.family()["n"]  # a member's own family: heard by the member and the template
+    nested.force_open()
+    assert heard_a[-1] == heard_all[-1] == ("t:a:n", "forced_open")
 
 
 def test_family_evicts_the_least_recently_used_closed_breaker(clock) -> None:

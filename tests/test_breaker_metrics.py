@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -15,6 +16,12 @@ from resilient import (
     CircuitOpenError,
     ConsecutiveFailures,
     FailureRate,
+    _breaker,
+    _breaker_core,
+    _breaker_state,
+    _breaker_stats,
+    _counting,
+    _limit,
 )
 from resilient.metrics import (
     CIRCUIT_BREAKER_CALLS,
@@ -73,6 +80,40 @@ def test_statistics_snapshot(clock) -> None:
     assert stats.failure_rate == stats.slow_call_rate == 0.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.failures = 0  # type: ignore[misc]
+
+
+def test_calls_admitted_while_disabled_land_in_no_counter(clock) -> None:
+    breaker = make(clock, trip=FailureRate(0.5, calls=10, min_calls=10))
+    before = breaker._enter()  # admitted while closed, ends while disabled: counted
+    breaker.disable()
+    during = breaker._enter()  # admitted while disabled, ends after it: not counted
+    with breaker:
+        pass
+    with pytest.raises(OSError), breaker:
+        raise OSError
+    with pytest.raises(KeyboardInterrupt), breaker:
+        raise KeyboardInterrupt
+    breaker._exit_ok(before, None)
+    breaker.reset()
+    breaker._exit_error(during, OSError())
+    stats = breaker.statistics()
+    assert (stats.calls, stats.successes, stats.window_calls) == (1, 1, 0)
+
+
+def test_the_docs_say_calls_admitted_while_disabled_land_in_no_counter() -> None:
+    docs = Path(__file__).parents[1] / "docs" / "circuit-breaker.md"
+    for text in (
+        CircuitBreakerStatistics.__doc__ or "",
+        CircuitBreakerStatistics.calls.__doc__ or "",
+        docs.read_text(encoding="utf-8"),
+    ):
+        assert "admitted while disabled" in " ".join(text.split())
+
+
+def test_one_definition_of_the_state_names_and_of_count_value() -> None:
+    assert _breaker_stats.STATES is _breaker_state.STATES
+    shared = _counting.count_value
+    assert _breaker_core.count_value is _breaker.count_value is _limit._count_value is shared
 
 
 def test_statistics_of_a_time_window_advance_with_the_clock(clock) -> None:

@@ -309,11 +309,12 @@ async def test_queue_full_rejects_with_retry_after() -> None:
 @pytest.mark.anyio
 async def test_retry_after_unknown_then_from_waits() -> None:
     clock = FakeClock(autojump=False)
-    limit = ConcurrencyLimit(4, max_waiting=0, max_wait=1, clock=clock)  # untimed: never busy
+    limit = ConcurrencyLimit(4, max_waiting=0, max_wait=1, clock=clock)
     async with limit, limit, limit, limit:
         with pytest.raises(ConcurrencyLimitError) as info:
             await limit.__aenter__()
         assert info.value.retry_after is None
+    limit._hold = -1.0  # forget the holds just timed: as if no hold were known yet
     limit._wait = 0.25  # as if waiters had waited about 0.25 s
     async with limit, limit, limit, limit:
         with pytest.raises(ConcurrencyLimitError) as info:

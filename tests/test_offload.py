@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from resilient import ConcurrencyLimitError, WorkerCrashedError, offload
-from resilient._offload import _call_by_reference, _ThreadJob
+from resilient._offload import _call_by_reference, _import, _ThreadJob
 from resilient.metrics import OFFLOAD_DURATION
 from resilient.testing import capture_metrics
 
@@ -281,8 +281,19 @@ def test_the_worker_side_finds_the_function_below_every_wrapper() -> None:
     assert (status, pickle.loads(result)) == ("ok", 36)  # noqa: S301
     status, result = _call_by_reference("helpers.offload_targets", "negate", payload)
     assert (status, pickle.loads(result)) == ("ok", -6)  # noqa: S301
+    assert _import("helpers.offload_targets") is None  # the warm-up, as a worker runs it
     status, message = _call_by_reference(
         "helpers.offload_targets", "unpicklable_result", pickle.dumps(((), {}))
     )
     assert status == "unpicklable"
     assert "pickle" in message
+
+
+@pytest.mark.anyio
+async def test_a_short_timeout_does_not_count_the_worker_start_up() -> None:
+    # Starting a worker and importing the module takes ~100 ms: more than this timeout.
+    assert await targets.quick_double(21) == 42
+    with capture_metrics() as sink, pytest.raises(TypeError):
+        await targets.unpicklable_result()
+    [measurement] = sink.measurements(OFFLOAD_DURATION)
+    assert measurement.attributes["error.type"] == "TypeError"

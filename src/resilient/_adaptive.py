@@ -98,8 +98,8 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
     __slots__ = (
         "_controller",
         "_drops",
+        "_max_ever",
         "_min_samples",
-        "_peak",
         "_samples",
         "_squares",
         "_start",
@@ -160,7 +160,10 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         self._sum = 0.0
         self._squares = 0.0
         self._drops = 0
-        self._peak = 0  # most calls in flight this window (racy on the fast path: a sample)
+        # `_max_active` (LimitCore's high-water mark of calls in flight, kept by both the fast
+        # path and the slow one) restarts every window here: it is the window's peak, a sample
+        # for the controller. The peak since creation, for statistics(), is kept in `_max_ever`.
+        self._max_ever = 0
 
     @property
     def min_limit(self) -> int:
@@ -183,9 +186,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
                 return None
             next(self._admits)
             inflight = self._limit + self._debt - len(permits)
-            # Racy on purpose (samples and statistics, never decisions); compares beat max().
-            if inflight > self._peak:  # noqa: PLR1730
-                self._peak = inflight
+            # Racy on purpose (a sample and a statistic, never a decision); a compare beats max().
             if inflight > self._max_active:  # noqa: PLR1730
                 self._max_active = inflight
             return self._clock.now()
@@ -199,17 +200,11 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         return token
 
     async def _enter_wait(self) -> float:
-        return self._admitted_slow(await self._take_async())
+        return await self._take_async()
 
     def _enter(self) -> float:
         token = self._try_fast()
-        return self._admitted_slow(self._take_slow()) if token is None else token
-
-    def _admitted_slow(self, token: float) -> float:
-        inflight = self._limit + self._debt - len(self._permits)
-        if inflight > self._peak:  # noqa: PLR1730
-            self._peak = inflight
-        return token
+        return self._take_slow() if token is None else token
 
     @override
     def _exit_ok(self, token: float, result: object) -> None:
@@ -250,7 +245,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             rtt=rtt,
             error=error,
             throughput=self._samples / elapsed,
-            inflight=self._peak,
+            inflight=self._max_active,
             drops=self._drops,
         )
         self._start = now
@@ -258,10 +253,14 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         self._sum = 0.0
         self._squares = 0.0
         self._drops = 0
-        self._peak = self._limit + self._debt - len(self._permits)
+        self._max_ever = max(self._max_ever, self._max_active)
+        self._max_active = self._limit + self._debt - len(self._permits)
         new = round(limit)
         if new != self._limit:
             self._set_limit_locked(new)
+
+    def _max_active_locked(self) -> int:
+        return max(self._max_ever, self._max_active)
 
     def __repr__(self) -> str:
         return (

@@ -11,7 +11,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from resilient._backoff import Backoff, check_int, check_number
-from resilient._breaker_core import BreakerCore, _count_value
+from resilient._breaker_core import BreakerCore
 from resilient._breaker_state import (
     CLOSED,
     DISABLED,
@@ -24,6 +24,7 @@ from resilient._breaker_state import (
 )
 from resilient._breaker_stats import CircuitBreakerStatistics, metric_attributes, observe
 from resilient._clock import system_clock
+from resilient._counting import count_value
 from resilient._trip import ConsecutiveFailures, FailureRate, HealthSignal, compile_filter
 
 
@@ -169,8 +170,11 @@ class CircuitBreaker(BreakerCore):
     ) -> Callable[[], None]:
         """Call `listener(breaker, from_state, to_state)` on each transition; return an undo.
 
-        Listeners run on the thread that caused the transition, after the breaker's lock is
-        released; an exception from one is logged and does not reach the caller.
+        Listeners hear this breaker's transitions one at a time, in the order they happened,
+        after the breaker's lock is released, usually on the thread that caused the transition:
+        if another thread is announcing an earlier transition at that moment, that thread
+        announces this one too, next. An exception from a listener is logged and does not reach
+        the caller.
         """
         if not callable(listener):
             msg = f"listener must be callable, got {listener!r}"
@@ -185,16 +189,12 @@ class CircuitBreaker(BreakerCore):
         return unsubscribe
 
     def _manual(self, new: int, *, reset: bool = False) -> None:
-        events: list[tuple[int, int]] = []
         with self._lock:
             if self._state != new or reset:
-                now = self._now()
-                event = self._to(new, now)
-                if event[0] != event[1]:
-                    events.append(event)
+                self._to(new, self._now())  # queues no transition for a reset of a closed one
             if reset:
                 self._attempts = 0
-        self._announce(events)
+        self._announce()
 
     def statistics(self) -> CircuitBreakerStatistics:
         """Return a consistent snapshot of the state, the window and the cumulative counters."""
@@ -209,10 +209,10 @@ class CircuitBreaker(BreakerCore):
                 name=self.name,
                 state=STATES[state],
                 retry_after=max(0.0, self._open_until - now) if state == OPEN else None,
-                successes=_count_value(self._n_success_fast) + self._n_success,
+                successes=count_value(self._n_success_fast) + self._n_success,
                 failures=self._n_failure,
                 slow_calls=self._n_slow,
-                rejected=_count_value(self._n_rejected),
+                rejected=count_value(self._n_rejected),
                 ignored=self._n_ignored,
                 window_calls=window.calls if window is not None else 0,
                 window_failures=window.failures if window is not None else 0,

@@ -22,12 +22,19 @@ How it stays cheap and correct:
   and the consecutive-failure streak is reset under the lock only when it is not already zero: a
   success that reads zero takes effect before any failure that raced it, an order the calls could
   have run in. A count window folds those successes in, in order, under the lock, before it
-  records a failure or is read (`_fold`); a transition to CLOSED drops the ones not folded yet.
-  A time window does the same for the successes that fall in its newest slice.
+  records a failure or is read (`_fold`); a transition to CLOSED drops the ones not folded yet,
+  and takes that count before it publishes the new generation, so none of the new generation's
+  successes is among the dropped (`_to`). A time window does the same for the successes that
+  fall in its newest slice.
   (At worst, a thread paused for a whole open/half-open cycle between its generation check and
   its `next()` adds one success to the next window.) Everything else is a short critical section
   on a `threading.Lock`, never held while user code runs (the call, a predicate, a listener, a
   health signal), and never across an `await`.
+- **Transitions are announced in order.** `_to` queues each one under the lock, so the queue is
+  in the order they happened; after releasing the lock, the thread that caused one announces the
+  queue (`_announce`), unless another thread is announcing it already, which then takes the new
+  one too before it stops. One thread at a time, outside the lock: listeners hear a breaker's
+  transitions one at a time and in order, even when two threads caused them at once.
 - **No timer.** OPEN becomes HALF_OPEN when a caller arrives after the wait; windows advance when
   touched.
 """
@@ -51,18 +58,17 @@ from resilient._breaker_state import (
     BreakerState,
     CircuitState,
 )
+from resilient._counting import count_value
 from resilient._errors import CircuitOpenError, is_cancellation
 from resilient._trip import as_delay, classify_result
-from resilient._window import CountWindow
 from resilient.metrics._catalog import CIRCUIT_BREAKER_TRANSITIONS, NAME
 
 
 if TYPE_CHECKING:
-    import itertools
     from collections.abc import Callable
 
     from resilient._breaker_state import Listener
-    from resilient._window import TimeWindow
+    from resilient._window import CountWindow, TimeWindow
 
 
 __all__ = ["BreakerCore"]
@@ -149,13 +155,12 @@ class BreakerCore(BreakerState):
 
     def _probe(self, now: float) -> Any:
         """Take a half-open permit (opening the half-open state if the wait is over), or reject."""
-        events: list[tuple[int, int]] = []
         token: Any = None
         retry_after: float | None = None
         with self._lock:
             state = self._state
             if state == OPEN and self._open_until <= now:
-                events.append(self._to(HALF_OPEN, now))
+                self._to(HALF_OPEN, now)
                 state = HALF_OPEN
             if state == HALF_OPEN:
                 if self._probes_left > 0:
@@ -165,13 +170,13 @@ class BreakerCore(BreakerState):
                     self._half_open_timeout is not None
                     and now - self._half_open_since >= self._half_open_timeout
                 ):
-                    events.append(self._open(now, None))
+                    self._open(now, None)
                     retry_after = self._open_until - now
             elif state == OPEN:
                 retry_after = self._open_until - now
             else:
                 token = self  # the state moved on while we were not looking: start again
-        self._announce(events)
+        self._announce()
         if token is self:
             return self._enter()
         if token is None:
@@ -222,21 +227,23 @@ class BreakerCore(BreakerState):
             gen, slow = token, False
             now = self._now() if self._window_needs_now else 0.0
         else:
+            # A timed token: only handed out when `_slow_after` is set (a positive number).
             gen, start = token
             now = self._now()
-            slow = now - start > (self._slow_after or 0.0)
-        if not (failed or slow) and gen == self._closed_gen and LOCK_FREE:
-            # A plain success while closed: count it without the lock, as `_exit_ok` does.
-            window = self._window
-            if (
-                window is None
-                or isinstance(window, CountWindow)
-                or now // window.width == window.epoch
-            ):
-                next(self._n_success_fast)
-                if self._streak:
-                    self._clear_streak(gen)
-                return
+            slow = now - start > self._slow_after
+        # A plain success while closed: count it without the lock, as `_exit_ok` does (with a
+        # time window, only while it falls in the newest slice).
+        window: Any = self._window  # a `TimeWindow` whenever `_window_needs_now`
+        if (
+            not (failed or slow)
+            and gen == self._closed_gen
+            and LOCK_FREE
+            and (not self._window_needs_now or now // window.width == window.epoch)
+        ):
+            next(self._n_success_fast)
+            if self._streak:
+                self._clear_streak(gen)
+            return
         with self._lock:
             if failed:
                 self._n_failure += 1
@@ -247,7 +254,7 @@ class BreakerCore(BreakerState):
             # A stale result is counted, but it never moves the state.
             event = self._judge(now, failed, slow, retry_after) if gen == self._gen else None
         if event is not None:
-            self._announce([event])
+            self._announce()
 
     def _judge(
         self, now: float, failed: bool, slow: bool, retry_after: float | None
@@ -293,7 +300,7 @@ class BreakerCore(BreakerState):
         A count window appends them; a time window adds them to its newest slice, which is the
         slice they were counted for (the lock-free path checks), so fold before advancing it.
         """
-        done = _count_value(self._n_success_fast)
+        done = count_value(self._n_success_fast)
         pending, self._folded = done - self._folded, done
         if pending:
             window.record_successes(pending)
@@ -301,7 +308,18 @@ class BreakerCore(BreakerState):
     # --- transitions (under the lock) ----------------------------------------------------------
 
     def _to(self, new: int, now: float) -> tuple[int, int]:
+        """Move to state *new*, and queue the transition for `_announce` (locked)."""
         old = self._state
+        if new in (CLOSED, METRICS_ONLY):
+            # A fresh window. Drop the lock-free successes not folded yet (they belong to the
+            # generation that ends here), and empty the window, BEFORE the tokens below publish
+            # the new generation: from then on, other threads count its successes without the
+            # lock, and one that came in between would be taken for an old one and dropped (or,
+            # for a time window, folded into a slice that the clear then discards).
+            self._folded = count_value(self._n_success_fast)
+            self._streak = 0
+            if self._window is not None:
+                self._window.clear()
         self._state = new
         self._gen += 1
         closed = self._gen if new == CLOSED else None
@@ -314,11 +332,8 @@ class BreakerCore(BreakerState):
             self._probes_left = self._probes
             self._probe_ok = self._probe_fail = 0
             self._half_open_since = now
-        elif new in (CLOSED, METRICS_ONLY):
-            self._streak = 0
-            self._folded = _count_value(self._n_success_fast)
-            if self._window is not None:
-                self._window.clear()
+        if old != new:  # `reset()` of a closed breaker is no transition
+            self._events.append((old, new))
         return old, new
 
     def _open(self, now: float, retry_after: float | None) -> tuple[int, int]:
@@ -329,21 +344,44 @@ class BreakerCore(BreakerState):
         self._open_until = now + wait
         return self._to(OPEN, now)
 
-    def _announce(self, events: list[tuple[int, int]]) -> None:
-        """Publish transitions: the metric, then each listener; outside the lock, never raising."""
-        for old, new in events:
-            attrs = self._transition_attrs.get((old, new))
-            if attrs is None:
-                attrs = {NAME: self.name or "", "from": STATES[old], "to": STATES[new]}
-                self._transition_attrs[old, new] = attrs
-            self._emit(CIRCUIT_BREAKER_TRANSITIONS, 1, attrs)
-            for listener in tuple(self._listeners):
-                _notify(listener, self, STATES[old], STATES[new])
+    def _announce(self) -> None:
+        """Publish the queued transitions in order: the metric, then each listener (not locked).
 
+        Call it after releasing the lock, having queued a transition or not. One thread at a
+        time announces: if another one is at it, it returns at once, and that thread announces
+        the new transitions too, after the ones before them. Listener errors are logged; a
+        `BaseException` (KeyboardInterrupt) reaches the caller, and the transitions still queued
+        wait for the next announcement.
+        """
+        if not self._events:  # nothing queued, or the announcing thread took it already
+            return
+        with self._lock:
+            if self._announcing:
+                return
+            self._announcing = True
+        try:
+            while True:
+                with self._lock:
+                    if not self._events:
+                        self._announcing = False
+                        return
+                    old, new = self._events.popleft()
+                self._publish(old, new)
+        except BaseException:
+            with self._lock:
+                self._announcing = False
+            raise
 
-def _count_value(counter: itertools.count[int]) -> int:
-    # How many times next() was called: the only public way to read an itertools.count is its repr.
-    return int(repr(counter)[6:-1])
+    def _publish(self, old: int, new: int) -> None:
+        attrs = self._transition_attrs.get((old, new))
+        if attrs is None:
+            attrs = {NAME: self.name or "", "from": STATES[old], "to": STATES[new]}
+            self._transition_attrs[old, new] = attrs
+        self._emit(CIRCUIT_BREAKER_TRANSITIONS, 1, attrs)
+        old_name, new_name = STATES[old], STATES[new]
+        for listeners in self._listener_lists:
+            for listener in tuple(listeners):
+                _notify(listener, self, old_name, new_name)
 
 
 def _matches(

@@ -22,8 +22,9 @@ class CircuitBreakerFamily:
     """Breakers created on first use, one per key, all configured like a template breaker.
 
     Made by `CircuitBreaker.family()`. Each member is named `"{template name}:{key}"` (keep keys
-    bounded: they end up in metric attributes), and shares the template's listeners: subscribe
-    on the template to hear every member.
+    bounded: they end up in metric attributes). Each has its own listeners, and the template's
+    listeners hear every member too: subscribe on a member to hear that member, on the template
+    to hear them all.
 
     At most *max_size* members live at once. Adding one more evicts the least recently used
     member that is closed; if none is closed, the least recently used one goes anyway, so the bound
@@ -60,7 +61,8 @@ class CircuitBreakerFamily:
         template = self.template
         name = f"{template.name}:{key}" if template.name is not None else str(key)
         member = type(template)(name, **template._options)
-        member._listeners = template._listeners
+        # Its own listeners first, then the template's (live: later subscriptions count too).
+        member._listener_lists = (member._listeners, *template._listener_lists)
         return member
 
     def _evict(self) -> None:

@@ -38,32 +38,30 @@ def check_signal(breaker: BreakerCore, gen: int) -> None:
         healthy = _ask(breaker)
     if healthy:
         return
-    events: list[tuple[int, int]] = []
     with breaker._lock:
         now = breaker._now()
         if breaker._gen == gen:
-            events.append(breaker._open(now, None))
+            breaker._open(now, None)
         retry_after = breaker._open_until - now if breaker._state == OPEN else None
-    breaker._announce(events)
+    breaker._announce()
     breaker._reject(retry_after)
 
 
 def signal_probe(breaker: BreakerCore, gen: int, now: float) -> int:
     """Half-open check: close and admit this caller if healthy, else open again and reject."""
     healthy = _ask(breaker)
-    events: list[tuple[int, int]] = []
     with breaker._lock:
         if breaker._gen == gen:
             if healthy:
                 breaker._attempts = 0
-                events.append(breaker._to(CLOSED, now))
+                breaker._to(CLOSED, now)
                 breaker._healthy = True
                 breaker._next_check = now + breaker._interval
             else:
-                events.append(breaker._open(now, None))
+                breaker._open(now, None)
         token = breaker._gen if breaker._state == CLOSED else None
         retry_after = breaker._open_until - now if breaker._state == OPEN else None
-    breaker._announce(events)
+    breaker._announce()
     if token is None:
         breaker._reject(retry_after)
     return token

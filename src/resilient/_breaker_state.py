@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from resilient._errors import RejectedError
@@ -58,17 +59,18 @@ class BreakerState(Instrumented, Policy[Any]):
     """Every field of a circuit breaker; `_setup()` fills them from validated options."""
 
     __slots__ = (
-        "_attempts", "_backoff", "_closed_gen", "_fast_enter", "_fast_ok", "_fast_token",
-        "_folded", "_gen", "_half_open_since", "_half_open_timeout", "_healthy", "_ignore_preds",
-        "_ignore_types", "_interval", "_listeners", "_lock", "_min_calls", "_n_failure",
-        "_n_ignored", "_n_rejected", "_n_slow", "_n_success", "_n_success_fast", "_needed",
-        "_next_check", "_now", "_open_until", "_probe_fail", "_probe_ok", "_probes",
-        "_probes_left", "_rate", "_record_preds", "_record_types", "_result_pred", "_rng",
-        "_signal", "_slow_after", "_slow_rate", "_state", "_streak", "_streak_limit",
-        "_time_window", "_timed_token", "_transition_attrs", "_window", "_window_needs_now",
+        "_announcing", "_attempts", "_backoff", "_closed_gen", "_events", "_fast_enter",
+        "_fast_ok", "_fast_token", "_folded", "_gen", "_half_open_since", "_half_open_timeout",
+        "_healthy", "_ignore_preds", "_ignore_types", "_interval", "_listener_lists",
+        "_listeners", "_lock", "_min_calls", "_n_failure", "_n_ignored", "_n_rejected",
+        "_n_slow", "_n_success", "_n_success_fast", "_needed", "_next_check", "_now",
+        "_open_until", "_probe_fail", "_probe_ok", "_probes", "_probes_left", "_rate",
+        "_record_preds", "_record_types", "_result_pred", "_rng", "_signal", "_slow_after",
+        "_slow_rate", "_state", "_streak", "_streak_limit", "_time_window", "_timed_token",
+        "_transition_attrs", "_window", "_window_needs_now",
     )  # fmt: skip
 
-    def _setup(
+    def _setup(  # noqa: PLR0915 - one statement per field, nothing to split
         self,
         *,
         trip: TripModel,
@@ -122,7 +124,14 @@ class BreakerState(Instrumented, Policy[Any]):
             else None
         )
         self._lock = threading.Lock()
+        # This breaker's own listeners, and every list whose listeners hear its transitions:
+        # its own first, then (for a member of a family) the template's, which the family adds.
         self._listeners: list[Listener] = []
+        self._listener_lists: tuple[list[Listener], ...] = (self._listeners,)
+        # Transitions waiting to be announced, in the order they happened (`_to` queues them
+        # under the lock), and whether a thread is announcing them now (both locked).
+        self._events: deque[tuple[int, int]] = deque()
+        self._announcing: bool = False
         self._transition_attrs: dict[tuple[int, int], dict[str, str]] = {}
         self._n_success_fast = itertools.count()
         # Typed here: the state machine reassigns them in a subclass.

@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from resilient._breaker_state import STATES
 from resilient.metrics._catalog import CIRCUIT_BREAKER_CALLS, CIRCUIT_BREAKER_STATE, NAME
 from resilient.metrics._sink import Measurement
 
 
 if TYPE_CHECKING:
-    from resilient._breaker import CircuitState
+    from resilient._breaker_state import CircuitState
 
 
 __all__ = ["OUTCOMES", "CircuitBreakerStatistics", "metric_attributes", "observe"]
 
 OUTCOMES = ("success", "failure", "slow", "rejected", "ignored")
-_STATES = ("closed", "open", "half_open", "forced_open", "disabled", "metrics_only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +24,9 @@ class CircuitBreakerStatistics:
     """A consistent snapshot of a circuit breaker, from `CircuitBreaker.statistics()`.
 
     The five outcome counters are cumulative since the breaker was created, and every call lands
-    in exactly one of them. The `window_*` fields describe the trip model's sliding window now
-    (all zero for `ConsecutiveFailures` and `HealthSignal`).
+    in exactly one of them, except the calls admitted while disabled, which land in none (a
+    disabled breaker records nothing). The `window_*` fields describe the trip model's sliding
+    window now (all zero for `ConsecutiveFailures` and `HealthSignal`).
 
     Attributes:
         name: the breaker's name.
@@ -62,7 +63,10 @@ class CircuitBreakerStatistics:
 
     @property
     def calls(self) -> int:
-        """Every call the breaker saw: the sum of the five outcome counters."""
+        """Every call the breaker counted: the sum of the five outcome counters.
+
+        Calls admitted while disabled are not in it: a disabled breaker records nothing.
+        """
         return self.successes + self.failures + self.slow_calls + self.rejected + self.ignored
 
     @property
@@ -81,7 +85,7 @@ def metric_attributes(name: str | None) -> tuple[dict[str, str], ...]:
     label = name or ""
     return (
         *({NAME: label, "outcome": outcome} for outcome in OUTCOMES),
-        *({NAME: label, "state": state} for state in _STATES),
+        *({NAME: label, "state": state} for state in STATES),
     )
 
 
@@ -96,6 +100,6 @@ def observe(
     ]
     states = [
         Measurement(CIRCUIT_BREAKER_STATE, 1 if state == stats.state else 0, attrs)
-        for state, attrs in zip(_STATES, attributes[len(OUTCOMES) :], strict=True)
+        for state, attrs in zip(STATES, attributes[len(OUTCOMES) :], strict=True)
     ]
     return calls + states

@@ -7,6 +7,9 @@ How it works, and why:
   critical section). Measured, a `threading.Lock` taken twice per call costs more than the whole
   `asyncio.Semaphore` (benchmarks/concurrency.py). No anyio primitive, no checkpoint, no sink call:
   an async caller that finds a free permit does not yield, exactly like `asyncio.Semaphore`.
+  Precisely: entry is lock-free for both limits, and so is release for `ConcurrencyLimit` (it
+  takes the lock only when callers wait). `AdaptiveConcurrencyLimit` takes the lock once on
+  every release: the call's latency joins the window's sums, and a window's end may move the limit.
 - **Slow path, one lock.** Waiters, statistics of the slow path and limit changes live under a
   `threading.Lock`. A caller that finds no permit (or finds others already waiting: no barging)
   joins a bounded queue for at most `max_wait`, or is rejected at once when the queue is full.
@@ -37,7 +40,9 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from resilient._clock import SystemClock, system_clock
-from resilient._errors import ConcurrencyLimitError
+from resilient._counting import count_value as _count_value
+from resilient._errors import ConcurrencyLimitError, fast_rejection
+from resilient._eventloop import native_loop, on_event_loop, thread_safe_entry
 from resilient._limit_parts import (
     GONE,
     GRANTED,
@@ -46,8 +51,6 @@ from resilient._limit_parts import (
     Waiter,
     check_int,
     check_number,
-    loop_entry,
-    on_event_loop,
 )
 from resilient._wrap import Policy
 from resilient.metrics._catalog import (
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
     from resilient.metrics._sink import MetricsSink
 
 
-__all__ = ["ALPHA", "LimitCore"]
+__all__ = ["ALPHA", "LimitCore", "smooth"]
 
 TokenT = TypeVar("TokenT")
 
@@ -76,6 +79,11 @@ TokenT = TypeVar("TokenT")
 _CLOCK_POLL = 0.005
 # Weight of a new sample in the smoothed hold and wait times behind `retry_after`.
 ALPHA = 0.1
+
+
+def smooth(smoothed: float, sample: float) -> float:
+    """Fold *sample* into the moving average *smoothed* (negative: no sample yet)."""
+    return sample if smoothed < 0 else smoothed + (sample - smoothed) * ALPHA
 
 
 class LimitCore(Policy[TokenT], Instrumented):
@@ -98,6 +106,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         "_queue",
         "_queued",
         "_rejected",
+        "_rejected_attributes",
         "_slow_admits",
         "_timed_out",
         "_wait",
@@ -127,6 +136,7 @@ class LimitCore(Policy[TokenT], Instrumented):
             msg = f"clock must have now() and async sleep() methods, got {clock!r}"
             raise TypeError(msg)
         Instrumented.__init__(self, name, sink)
+        self._rejected_attributes = self._attributes(result="rejected")  # built once: a hot path
         self._lock = threading.Lock()
         self._limit = limit
         self._permits: deque[None] = deque([None] * limit)
@@ -146,7 +156,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         self._rejected = 0
         self._timed_out = 0
         self._cancelled = 0
-        self._max_active = 0
+        self._max_active = 0  # most calls in flight seen (the adaptive limit's: per window)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -157,7 +167,11 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     @property
     def max_waiting(self) -> int | None:
-        """The size of the wait queue (`None`: as many as the current limit)."""
+        """The size of the wait queue (`None`: as many as the current limit).
+
+        The queue in effect, which is not always the `max_waiting` passed: with `max_wait=0` (never
+        wait) it is `0`, whatever `max_waiting` was.
+        """
         return self._max_waiting
 
     @property
@@ -197,6 +211,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                 self._rejected += 1
                 retry_after = self._retry_after_locked()
             raise self._reject(retry_after)
+        self._check_queue()  # a full queue rejects before a waiter and its event are built
         waiter = Waiter(threading.Event(), None, self._clock.now())
         if self._enqueue(waiter):
             return waiter.since
@@ -230,7 +245,7 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     async def _take_async(self) -> float:
         """Async slow path: wait for a permit or raise; return the admission time."""
-        waiter = Waiter(anyio.Event(), loop_entry(), self._clock.now())
+        waiter = Waiter(anyio.Event(), thread_safe_entry(native_loop()), self._clock.now())
         if self._enqueue(waiter):
             return waiter.since
         event: anyio.Event = waiter.event  # type: ignore[assignment]
@@ -265,23 +280,24 @@ class LimitCore(Policy[TokenT], Instrumented):
                 else:
                     self._admitted_now_locked()
                     return True
-            if self._queued >= self._capacity_locked():
-                self._rejected += 1
-                retry_after = self._retry_after_locked()
-                raise self._reject(retry_after)
-            queue = self._queue
-            if len(queue) > 2 * self._queued + 16:
-                # Drop the waiters that left, so the deque stays O(live waiters).
-                self._queue = queue = deque(w for w in queue if w.state == WAITING)
-            queue.append(waiter)
-            self._queued += 1
-            # A permit released between our failed pop and now: its releaser may have looked
-            # for waiters before we registered, so look for permits now that we have.
-            self._dispatch_locked()
-            if waiter.state == GRANTED:
-                self._admitted_now_locked()
-                return True
-            return False
+            if self._queued < self._capacity_locked():
+                queue = self._queue
+                if len(queue) > 2 * self._queued + 16:
+                    # Drop the waiters that left, so the deque stays O(live waiters).
+                    self._queue = queue = deque(w for w in queue if w.state == WAITING)
+                queue.append(waiter)
+                self._queued += 1
+                # A permit released between our failed pop and now: its releaser may have looked
+                # for waiters before we registered, so look for permits now that we have.
+                self._dispatch_locked()
+                if waiter.state == GRANTED:
+                    self._admitted_now_locked()
+                    return True
+                return False
+            self._rejected += 1
+            retry_after = self._retry_after_locked()
+        # The sink is called without the lock: it may read statistics() (not reentrant).
+        raise self._reject(retry_after)
 
     def _admitted_now_locked(self) -> None:
         self._slow_admits += 1
@@ -290,7 +306,8 @@ class LimitCore(Policy[TokenT], Instrumented):
             self._max_active = active
 
     def _max_active_locked(self) -> int:
-        return self._max_active
+        """The highest `active` since creation, as far as the subclass's high-water marks know."""
+        raise NotImplementedError  # pragma: no cover - abstract: each limit keeps its own marks
 
     async def _wait_on_clock(self, event: anyio.Event, seconds: float) -> None:
         """Wait for *event* or for *seconds* of the injected clock, whichever comes first."""
@@ -312,8 +329,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         with self._lock:
             if waiter.state == GRANTED:
                 self._admitted_now_locked()
-                smoothed = self._wait
-                self._wait = waited if smoothed < 0 else smoothed + (waited - smoothed) * ALPHA
+                self._wait = smooth(self._wait, waited)
                 result = "admitted"
             else:
                 waiter.state = GONE
@@ -323,7 +339,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                 retry_after = self._retry_after_locked()
         self._emit(CONCURRENCY_LIMIT_WAIT, waited, self._attributes(result=result))
         if result == "timeout":
-            raise ConcurrencyLimitError(self.name, retry_after)
+            raise fast_rejection(ConcurrencyLimitError, self.name, retry_after)
         return now
 
     def _leave(self, waiter: Waiter) -> None:
@@ -399,8 +415,13 @@ class LimitCore(Policy[TokenT], Instrumented):
         return None
 
     def _reject(self, retry_after: float | None) -> ConcurrencyLimitError:
-        self._emit(CONCURRENCY_LIMIT_WAIT, 0.0, self._attributes(result="rejected"))
-        return ConcurrencyLimitError(self.name, retry_after)
+        """Report a rejection and return the error to raise.
+
+        Call it without the lock: the sink may read `statistics()`. Rejecting is the hot path
+        under overload, so nothing is built but the error, and that without its Python `__init__`.
+        """
+        self._emit(CONCURRENCY_LIMIT_WAIT, 0.0, self._rejected_attributes)
+        return fast_rejection(ConcurrencyLimitError, self.name, retry_after)
 
     # --- metrics ------------------------------------------------------------------------------
 
@@ -417,8 +438,3 @@ class LimitCore(Policy[TokenT], Instrumented):
             Measurement(CONCURRENCY_LIMIT_QUEUED, stats.waiting, attributes),
             Measurement(CONCURRENCY_LIMIT_LIMIT, stats.limit, attributes),
         )
-
-
-def _count_value(counter: itertools.count[int]) -> int:
-    # The only portable way to read an itertools.count without advancing it: "count(42)".
-    return int(repr(counter)[6:-1])

@@ -8,14 +8,13 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
-
-import anyio
-import anyio.lowlevel
+from typing import TYPE_CHECKING, Final, Literal
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import anyio
 
 
 __all__ = [
@@ -24,8 +23,6 @@ __all__ = [
     "Waiter",
     "check_int",
     "check_number",
-    "loop_entry",
-    "on_event_loop",
 ]
 
 Order = Literal["fifo", "lifo"]
@@ -125,19 +122,3 @@ class Waiter:
 
     def __repr__(self) -> str:
         return f"<Waiter state={self.state} since={self.since}>"
-
-
-def loop_entry() -> Callable[[Callable[[], object]], object]:
-    """Return the running event loop's thread-safe "call this soon" function."""
-    native: Any = anyio.lowlevel.current_token().native_token
-    # An asyncio loop has call_soon_threadsafe; a trio token has run_sync_soon.
-    entry = getattr(native, "call_soon_threadsafe", None)
-    return entry if entry is not None else native.run_sync_soon  # type: ignore[no-any-return]
-
-
-def on_event_loop() -> bool:
-    try:
-        anyio.lowlevel.current_token()
-    except RuntimeError:  # NoEventLoopError
-        return False
-    return True

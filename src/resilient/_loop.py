@@ -21,8 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import anyio.lowlevel
-
+from resilient._eventloop import native_loop, thread_safe_entry
 from resilient._stall import Stall, capture_stall
 from resilient._utilization import IdleMeter, install_idle_meter
 from resilient.metrics._catalog import EVENT_LOOP_DELAY, EVENT_LOOP_STALLS
@@ -160,7 +159,7 @@ class LoopMonitor(Instrumented):
         Raises:
             RuntimeError: the monitor already watches another loop.
         """
-        token = anyio.lowlevel.current_token().native_token
+        token = native_loop()
         if self.running:
             if token is self._token:
                 return
@@ -169,7 +168,7 @@ class LoopMonitor(Instrumented):
                 raise RuntimeError(msg)
             self.stop()  # its loop has ended, and the watchdog has not noticed yet
         self._token = token
-        self._schedule = getattr(token, "call_soon_threadsafe", None) or token.run_sync_soon  # type: ignore[attr-defined]
+        self._schedule = thread_safe_entry(token)
         self._loop_thread = threading.get_ident()
         if self._utilization is not None:
             self._idle = install_idle_meter(token, self._utilization)
@@ -188,7 +187,7 @@ class LoopMonitor(Instrumented):
             uninstall, self._idle = self._idle, None
             uninstall()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+            thread.join(timeout=1)  # it wakes at once; bounded, as this may run on the loop
 
     @property
     def running(self) -> bool:
@@ -207,10 +206,12 @@ class LoopMonitor(Instrumented):
     @property
     def current_delay(self) -> float:
         """The delay now: an unanswered heartbeat counts with its age, so a blocked loop shows."""
-        posted = self._posted_at
+        posted, answered = self._posted_at, self._answered_at
         last = self._delays[-1] if self._delays else 0.0
         if posted is None:
             return last
+        if answered:  # answered, not yet recorded: the watchdog looks once per interval
+            return max(last, answered - posted)
         return max(last, time.perf_counter() - posted)
 
     def is_overloaded(self) -> bool:
@@ -277,11 +278,12 @@ class LoopMonitor(Instrumented):
                 return "stopped", stall
             if self._answered_at:
                 break
-            if stall is None:
-                if time.perf_counter() >= deadline:
-                    stall = self._report_stall(posted)
-            elif not self._loop_alive():
+            if stall is None and time.perf_counter() < deadline:
+                continue
+            if not self._loop_alive():  # a loop that stopped is not a stalled one
                 return "gone", stall
+            if stall is None:
+                stall = self._report_stall(posted)
         return "answered", stall
 
     def _report_stall(self, posted: float) -> Stall:
@@ -312,9 +314,9 @@ class LoopMonitor(Instrumented):
 
     def _loop_alive(self) -> bool:
         is_running: Any = getattr(self._token, "is_running", None)
-        if is_running is not None and not is_running():
-            return False
-        return self._post(_nothing)
+        if is_running is not None:  # asyncio answers directly
+            return bool(is_running())
+        return self._post(_nothing)  # trio: a finished run refuses new callbacks
 
     def _record(self, delay: float) -> None:
         with self._lock:

@@ -212,6 +212,9 @@ class _Worker:
             msg = f"the arguments of {fn.__qualname__} cannot be sent to a worker process: {exc}"
             raise TypeError(msg) from exc
         clock = self.clock
+        limiter = _process_limiter(self.limit)
+        if self.timeout is not None:
+            await _warm(fn.__module__, limiter)
         started = clock.now()
         error: BaseException | None = None
         try:
@@ -222,7 +225,7 @@ class _Worker:
                     fn.__qualname__,
                     payload,
                     cancellable=True,  # on timeout or cancellation, kill the worker
-                    limiter=_process_limiter(self.limit),
+                    limiter=limiter,
                 )
         except anyio.BrokenWorkerProcess as exc:
             error = WorkerCrashedError(
@@ -234,11 +237,14 @@ class _Worker:
         except BaseException as exc:
             error = exc
             raise
+        else:
+            if status == "unpicklable":
+                msg = f"the result of {fn.__qualname__} cannot be sent back from a worker: {result}"
+                error = TypeError(msg)
         finally:
             self.record(clock.now() - started, error)
-        if status == "unpicklable":
-            msg = f"the result of {fn.__qualname__} cannot be sent back from a worker: {result}"
-            raise TypeError(msg)
+        if error is not None:
+            raise error
         return pickle.loads(result)  # noqa: S301 - our own worker's bytes
 
     def record(self, duration: float, error: BaseException | None) -> None:
@@ -289,6 +295,32 @@ class _ThreadJob:
             self.state = "abandoned" if never_started else self.state
         if never_started:
             self.worker.limit._exit_ok(self.token, None)
+
+
+_warmed: anyio.lowlevel.RunVar[set[str]] = anyio.lowlevel.RunVar("resilient_warmed")
+
+
+async def _warm(module: str, limiter: anyio.CapacityLimiter) -> None:
+    """Start a worker and import *module* in it, once per event loop, outside any timeout.
+
+    A timed call that has to start a worker would spend ~100 ms (plus the module's import) of
+    its timeout on that; with a timeout shorter than the start-up, every call would time out and
+    kill the half-started worker. Warming once covers the common case; a call that needs an
+    extra worker later still pays its start-up.
+    """
+    try:
+        warmed = _warmed.get()
+    except LookupError:
+        warmed = set[str]()
+        _warmed.set(warmed)
+    if module not in warmed:
+        await anyio.to_process.run_sync(_import, module, limiter=limiter)
+        warmed.add(module)
+
+
+def _import(module: str) -> None:
+    """Run in the worker process: import *module* (and return nothing that needs pickling)."""
+    importlib.import_module(module)
 
 
 def _call_by_reference(module: str, qualname: str, payload: bytes) -> tuple[str, Any]:

@@ -397,3 +397,19 @@ async def test_an_early_answer_can_carry_retry_after() -> None:
     assert client.status == 503
     assert client.headers[b"retry-after"] == b"3"
     assert client.body == b"Service Unavailable\n"
+
+
+@pytest.mark.anyio
+async def test_a_request_that_cannot_have_a_body_is_passed_straight_through() -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(receive)
+
+    mw = BodySizeLimitMiddleware(app, max_body_size=0)
+    client = Client()
+    await mw(http_scope(method="GET"), client.receive, client.send)
+    await mw(http_scope(headers=length(b"0")), client.receive, client.send)
+    assert seen == [client.receive, client.receive]  # not wrapped: nothing to count or time
+    await mw(http_scope(method="GET", http_version="2"), client.receive, client.send)
+    assert seen[-1] is not client.receive  # HTTP/2 may stream a body without a length

@@ -18,6 +18,11 @@ def http_scope(
     headers: Iterable[tuple[bytes, bytes]] = (),
     http_version: str = "1.1",
 ) -> dict[str, Any]:
+    headers = list(headers)
+    names = {name.lower() for name, _ in headers}
+    if method in ("POST", "PUT", "PATCH") and not names & {b"content-length", b"transfer-encoding"}:
+        # A body without a declared length: chunked, as an HTTP/1.1 client sends it.
+        headers.append((b"transfer-encoding", b"chunked"))
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -27,7 +32,7 @@ def http_scope(
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": list(headers),
+        "headers": headers,
         "client": ("127.0.0.1", 1234),
         "server": ("127.0.0.1", 80),
     }

@@ -84,3 +84,8 @@ def bare(fn: Any) -> Any:
 @offload(kind="process")
 def negate(x: int) -> int:
     return -x
+
+
+@offload(kind="process", timeout=0.05)
+def quick_double(x: int) -> int:
+    return 2 * x

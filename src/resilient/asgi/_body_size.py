@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 import anyio
 
 from resilient._clock import system_clock
-from resilient.asgi._respond import header, respond
+from resilient.asgi._respond import respond
 from resilient.metrics._catalog import REQUEST_BODY_REJECTED
 from resilient.metrics._sink import Instrumented
 
@@ -58,19 +58,31 @@ def parse_content_length(scope: Scope) -> int | None:
     digit, which `int()` would accept); repeated or comma-listed values must agree; and a
     `Transfer-Encoding` beside a `Content-Length` is a request-smuggling pattern.
     """
-    values = header(scope, b"content-length")
+    return _framing(scope)[0]
+
+
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """One pass over the headers: the declared length (see above) and whether it is chunked."""
+    values: list[bytes] = []
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        lowered = name.lower()
+        if lowered == b"content-length":
+            values.append(value)
+        elif lowered == b"transfer-encoding":
+            chunked = True
     if not values:
-        return None
-    if header(scope, b"transfer-encoding"):
-        return _INVALID
+        return None, chunked
+    if chunked:
+        return _INVALID, chunked
     lengths: set[int] = set()
     for value in values:
         for part in value.split(b","):
             digits = part.strip(b" \t")
             if not digits.isdigit() or len(digits) > _MAX_DIGITS:  # bytes.isdigit: ASCII only
-                return _INVALID
+                return _INVALID, chunked
             lengths.add(int(digits))
-    return lengths.pop() if len(lengths) == 1 else _INVALID
+    return (lengths.pop() if len(lengths) == 1 else _INVALID), chunked
 
 
 class BodySizeLimitMiddleware(Instrumented):
@@ -150,12 +162,17 @@ class BodySizeLimitMiddleware(Instrumented):
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope)
-        declared = parse_content_length(scope)
+        declared, chunked = _framing(scope)
         if declared == _INVALID:
             await self._reject(scope, send, "invalid_length")
             return
         if declared is not None and limit is not None and declared > limit:
             await self._reject(scope, send, "too_large")
+            return
+        if declared == 0 or (declared is None and not chunked and _http1(scope)):
+            # No body can come (HTTP/1.x without Content-Length or Transfer-Encoding): nothing
+            # to count or time, so skip the per-read timeout scope (about 5 us per request).
+            await self.app(scope, receive, send)
             return
         await _Request(self, scope, receive, send, limit).run()
 
@@ -262,6 +279,11 @@ class _Request:
         if message["type"] == "http.response.start":
             self.started = True
         await self.send(message)
+
+
+def _http1(scope: Scope) -> bool:
+    # HTTP/2 and 3 frame a body without declaring its length; HTTP/1.x must declare one.
+    return scope.get("http_version", "1.1") in ("1.0", "1.1")
 
 
 def _size(parameter: str, value: int | None) -> int | None:
