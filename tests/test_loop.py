@@ -238,15 +238,19 @@ def test_stall_without_a_frame_and_library_only_stacks() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"interval": 0}, ValueError, "interval must be between"),
+        ({"interval": 0}, ValueError, "interval must be a number >= 0.001"),
         ({"interval": "1"}, TypeError, "interval must be a number"),
         ({"interval": True}, TypeError, "interval must be a number"),
-        ({"interval": 0.1, "stall_threshold": 0.05}, ValueError, "stall_threshold must be between"),
-        ({"window": 0}, ValueError, "window must be >= 1"),
+        (
+            {"interval": 0.1, "stall_threshold": 0.05},
+            ValueError,
+            "stall_threshold must be a number >= 0.1",
+        ),
+        ({"window": 0}, ValueError, "window must be an int >= 1"),
         ({"window": 1.5}, TypeError, "window must be an int"),
-        ({"smoothing": 0}, ValueError, "smoothing must be between"),
-        ({"overload_delay": -1}, ValueError, "overload_delay must be between"),
-        ({"max_stalls": -1}, ValueError, "max_stalls must be >= 0"),
+        ({"smoothing": 0}, ValueError, "smoothing must be a number > 0"),
+        ({"overload_delay": -1}, ValueError, "overload_delay must be a number >= 0"),
+        ({"max_stalls": -1}, ValueError, "max_stalls must be an int >= 0"),
     ],
 )
 def test_bad_configuration_names_the_parameter(

@@ -241,15 +241,17 @@ def test_what_cannot_be_offloaded_is_refused_at_decoration() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"kind": "fiber"}, "kind must be 'thread' or 'process'"),
-        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
-        ({"timeout": "1"}, "timeout must be a number of seconds > 0"),
+        ({"kind": "fiber"}, ValueError, "kind must be 'thread' or 'process'"),
+        ({"timeout": 0}, ValueError, "timeout must be a number > 0"),
+        ({"timeout": "1"}, TypeError, "timeout must be a number > 0"),
     ],
 )
-def test_bad_configuration_names_the_parameter(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_configuration_names_the_parameter(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
         offload(**kwargs)  # type: ignore[arg-type]
 
 

@@ -44,12 +44,13 @@ from typing_extensions import override
 
 from resilient._gradient import GradientController
 from resilient._limit import LimitCore
-from resilient._limit_parts import Order, check_int, check_number
+from resilient._validate import at_least, in_range
 from resilient._wrap import MUST_WAIT
 
 
 if TYPE_CHECKING:
     from resilient._clock import Clock
+    from resilient._limit_parts import Order
     from resilient.metrics._sink import MetricsSink
 
 
@@ -125,9 +126,9 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         sink: MetricsSink | None = None,
         clock: Clock | None = None,
     ) -> None:
-        check_int("min_limit", min_limit, 1)
-        check_int("max_limit", max_limit, min_limit, "(and >= min_limit)")
-        check_int("initial_limit", initial_limit, min_limit, "(between min_limit and max_limit)")
+        at_least("min_limit", min_limit, 1)
+        at_least("max_limit", max_limit, min_limit, "(and >= min_limit)")
+        at_least("initial_limit", initial_limit, min_limit, "(between min_limit and max_limit)")
         if initial_limit > max_limit:
             msg = f"initial_limit must be between min_limit and max_limit, got {initial_limit!r}"
             raise ValueError(msg)
@@ -135,14 +136,14 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             initial_limit=initial_limit,
             min_limit=min_limit,
             max_limit=max_limit,
-            smoothing=check_number("smoothing", smoothing, 0.0, 1.0, open_low=True),
-            tolerance=check_number("tolerance", tolerance, 1.0),
-            backoff=check_number("backoff", backoff, 0.0, 0.999, open_low=True),
+            smoothing=in_range("smoothing", smoothing, 0.0, 1.0, open_low=True),
+            tolerance=in_range("tolerance", tolerance, 1.0),
+            backoff=in_range("backoff", backoff, 0.0, 0.999, open_low=True),
             history=10,
             memory=300,
         )
-        window = check_number("window", window, 0.0, open_low=True)
-        check_int("min_samples", min_samples, 1)
+        window = in_range("window", window, 0.0, open_low=True)
+        at_least("min_samples", min_samples, 1)
         super().__init__(
             initial_limit,
             max_waiting=max_waiting,

@@ -16,13 +16,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from resilient._validate import check_number
+
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
 
 
-__all__ = ["Backoff", "check_int", "check_number"]
+__all__ = ["Backoff"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,30 +74,3 @@ class Backoff:
         if self.jitter:
             base *= rng.uniform(1 - self.jitter, 1 + self.jitter)
         return base
-
-
-def check_number(name: str, value: object, accepted: str, ok: Callable[[float], bool]) -> float:
-    """Return *value* as a float if it is a finite real number that *ok* accepts.
-
-    Raises:
-        TypeError: *value* is not an int or a float (a bool is refused too).
-        ValueError: *value* is not finite, or *ok* refuses it; the message names *accepted*.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{name} must be {accepted}, got {value!r}"
-        raise TypeError(msg)
-    if not math.isfinite(value) or not ok(value):
-        msg = f"{name} must be {accepted}, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
-def check_int(name: str, value: object, accepted: str, ok: Callable[[int], bool]) -> int:
-    """Return *value* if it is an int (not a bool) that *ok* accepts; like `check_number`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{name} must be {accepted}, got {value!r}"
-        raise TypeError(msg)
-    if not ok(value):
-        msg = f"{name} must be {accepted}, got {value!r}"
-        raise ValueError(msg)
-    return value

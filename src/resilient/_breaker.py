@@ -10,7 +10,7 @@ import contextlib
 import random
 from typing import TYPE_CHECKING, Any
 
-from resilient._backoff import Backoff, check_int, check_number
+from resilient._backoff import Backoff
 from resilient._breaker_core import BreakerCore
 from resilient._breaker_state import (
     CLOSED,
@@ -26,6 +26,7 @@ from resilient._breaker_stats import CircuitBreakerStatistics, metric_attributes
 from resilient._clock import system_clock
 from resilient._counting import count_value
 from resilient._trip import ConsecutiveFailures, FailureRate, HealthSignal, compile_filter
+from resilient._validate import check_int, check_number
 
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from resilient._backoff import check_int
+from resilient._validate import check_int
 
 
 if TYPE_CHECKING:

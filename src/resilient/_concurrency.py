@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from typing_extensions import override
 
 from resilient._limit import LimitCore, smooth
-from resilient._limit_parts import Order, check_int
+from resilient._validate import at_least
 from resilient._wrap import MUST_WAIT
 
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from resilient._clock import Clock
+    from resilient._limit_parts import Order
     from resilient.metrics._sink import MetricsSink
 
 
@@ -118,7 +119,7 @@ class ConcurrencyLimit(LimitCore["float | None"]):
         sink: MetricsSink | None = None,
         clock: Clock | None = None,
     ) -> None:
-        check_int("max_concurrent", max_concurrent, 1)
+        at_least("max_concurrent", max_concurrent, 1)
         super().__init__(
             max_concurrent,
             max_waiting=max_waiting,

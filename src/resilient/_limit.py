@@ -49,9 +49,8 @@ from resilient._limit_parts import (
     WAITING,
     ConcurrencyLimitStatistics,
     Waiter,
-    check_int,
-    check_number,
 )
+from resilient._validate import at_least, in_range
 from resilient._wrap import Policy
 from resilient.metrics._catalog import (
     CONCURRENCY_LIMIT_ACTIVE,
@@ -124,9 +123,9 @@ class LimitCore(Policy[TokenT], Instrumented):
         clock: Clock | None,
     ) -> None:
         if max_waiting is not None:
-            check_int("max_waiting", max_waiting, 0, "or None (as many as the limit)")
+            at_least("max_waiting", max_waiting, 0, "or None (as many as the limit)")
         if max_wait is not None:
-            check_number("max_wait", max_wait, 0.0)
+            in_range("max_wait", max_wait, 0.0)
         if order not in ("fifo", "lifo"):
             msg = f"order must be 'fifo' or 'lifo', got {order!r}"
             raise ValueError(msg)

@@ -5,7 +5,6 @@ See `resilient._limit` for how the pieces fit.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -21,8 +20,6 @@ __all__ = [
     "ConcurrencyLimitStatistics",
     "Order",
     "Waiter",
-    "check_int",
-    "check_number",
 ]
 
 Order = Literal["fifo", "lifo"]
@@ -62,34 +59,6 @@ class ConcurrencyLimitStatistics:
     timed_out: int
     cancelled: int
     max_active: int
-
-
-def check_int(parameter: str, value: object, minimum: int, extra: str = "") -> int:
-    """Return *value*; `TypeError` unless an int (not a bool), `ValueError` if below *minimum*."""
-    accepted = f"an int >= {minimum}{' ' + extra if extra else ''}"
-    if not isinstance(value, int) or isinstance(value, bool):
-        msg = f"{parameter} must be {accepted}, got {value!r}"
-        raise TypeError(msg)
-    if value < minimum:
-        msg = f"{parameter} must be {accepted}, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def check_number(
-    parameter: str, value: object, low: float, high: float = math.inf, *, open_low: bool = False
-) -> float:
-    """Return *value* as a float; `TypeError` unless a real number, `ValueError` if out of range."""
-    accepted = f"a number {'>' if open_low else '>='} {low}" + (
-        f" and <= {high}" if high < math.inf else ""
-    )
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        msg = f"{parameter} must be {accepted}, got {value!r}"
-        raise TypeError(msg)
-    if not math.isfinite(value) or value < low or (open_low and value == low) or value > high:
-        msg = f"{parameter} must be {accepted}, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
 
 
 class Waiter:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from resilient._eventloop import native_loop, thread_safe_entry
 from resilient._stall import Stall, capture_stall
 from resilient._utilization import IdleMeter, install_idle_meter
+from resilient._validate import at_least, in_range
 from resilient.metrics._catalog import EVENT_LOOP_DELAY, EVENT_LOOP_STALLS
 from resilient.metrics._sink import Instrumented
 
@@ -129,12 +130,12 @@ class LoopMonitor(Instrumented):
         sink: MetricsSink | None = None,
     ) -> None:
         super().__init__(name, sink)
-        self.interval = _number("interval", interval, 0.001, 10.0)
-        self.stall_threshold = _number("stall_threshold", stall_threshold, self.interval, 3600.0)
-        self.window = _count("window", window, 1)
-        self.smoothing = _number("smoothing", smoothing, 1e-9, 1.0)
-        self.overload_delay = _number("overload_delay", overload_delay, 0.0, 3600.0)
-        self.max_stalls = _count("max_stalls", max_stalls, 0)
+        self.interval = in_range("interval", interval, 0.001, 10.0)
+        self.stall_threshold = in_range("stall_threshold", stall_threshold, self.interval, 3600.0)
+        self.window = at_least("window", window, 1)
+        self.smoothing = in_range("smoothing", smoothing, 0.0, 1.0, open_low=True)
+        self.overload_delay = in_range("overload_delay", overload_delay, 0.0, 3600.0)
+        self.max_stalls = at_least("max_stalls", max_stalls, 0)
         self._utilization: IdleMeter | None = IdleMeter() if utilization else None
         self._lock = threading.Lock()
         self._delays: collections.deque[float] = collections.deque(maxlen=self.window)
@@ -339,23 +340,3 @@ def _percentile(ordered: list[float], q: float) -> float:
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
-def _number(parameter: str, value: float, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{parameter} must be a number, got {value!r}"
-        raise TypeError(msg)
-    if not low <= value <= high:
-        msg = f"{parameter} must be between {low} and {high}, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
-
-
-def _count(parameter: str, value: int, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{parameter} must be an int, got {value!r}"
-        raise TypeError(msg)
-    if value < low:
-        msg = f"{parameter} must be >= {low}, got {value!r}"
-        raise ValueError(msg)
-    return value

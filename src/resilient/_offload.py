@@ -35,6 +35,7 @@ import anyio.to_thread
 from resilient._clock import system_clock
 from resilient._concurrency import ConcurrencyLimit
 from resilient._errors import WorkerCrashedError
+from resilient._validate import in_range
 from resilient._wrap import MUST_WAIT
 from resilient.metrics._catalog import NAME, OFFLOAD_DURATION
 
@@ -100,11 +101,8 @@ def offload(
     cpus = os.cpu_count() or 2
     if max_concurrent is None:
         max_concurrent = cpus if kind == "process" else min(32, cpus + 4)
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
-    ):
-        msg = f"timeout must be a number of seconds > 0 or None, got {timeout!r}"
-        raise ValueError(msg)
+    if timeout is not None:
+        timeout = in_range("timeout", timeout, 0.0, open_low=True)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
         _check_target(fn, kind)

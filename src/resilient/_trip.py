@@ -18,7 +18,7 @@ import math
 from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, Union, cast
 
-from resilient._backoff import check_int, check_number
+from resilient._validate import check_int, check_number
 from resilient._window import CountWindow, TimeWindow
 
 

@@ -307,13 +307,13 @@ async def test_a_client_gone_during_the_answer_is_not_an_error() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"max_body_size": -1}, ValueError, "max_body_size must be >= 0"),
+        ({"max_body_size": -1}, ValueError, "max_body_size must be an int >= 0"),
         ({"max_body_size": 1.5}, TypeError, "max_body_size must be an int"),
-        ({"chunk_timeout": 0}, ValueError, "chunk_timeout must be a finite number > 0"),
+        ({"chunk_timeout": 0}, ValueError, "chunk_timeout must be a number > 0"),
         ({"min_rate": "fast"}, TypeError, "min_rate must be a number"),
-        ({"grace_period": -1}, ValueError, "grace_period must be a finite number >= 0"),
+        ({"grace_period": -1}, ValueError, "grace_period must be a number >= 0"),
         ({"routes": {"upload": 1}}, ValueError, "path prefixes starting with '/'"),
-        ({"routes": {"/upload": -1}}, ValueError, r"routes\['/upload'\] must be >= 0"),
+        ({"routes": {"/upload": -1}}, ValueError, r"routes\['/upload'\] must be an int >= 0"),
     ],
 )
 def test_bad_configuration_names_the_parameter(

@@ -216,11 +216,11 @@ def test_a_monitor_left_on_a_finished_loop_is_restarted_on_the_next() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"delay_low": 0.3, "delay_high": 0.2}, ValueError, "0 <= delay_low < delay_high"),
+        ({"delay_low": 0.3, "delay_high": 0.2}, ValueError, "delay_high must be a number > 0.3"),
         ({"delay_low": "0"}, TypeError, "delay_low must be a number"),
         ({"signals": {"x": 1}}, TypeError, "signals must map names to callables"),
         ({"priority": 3}, TypeError, "priority must be a callable"),
-        ({"retry_after": -1}, ValueError, "retry_after must be a finite number"),
+        ({"retry_after": -1}, ValueError, "retry_after must be a number >= 0"),
         ({"retry_after": "1"}, TypeError, "retry_after must be a number"),
         ({"delay_low": None, "monitor": "m"}, TypeError, "monitor must be a LoopMonitor"),
     ],

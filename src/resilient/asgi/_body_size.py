@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 import anyio
 
 from resilient._clock import system_clock
+from resilient._validate import at_least, in_range
 from resilient.asgi._respond import respond
 from resilient.metrics._catalog import REQUEST_BODY_REJECTED
 from resilient.metrics._sink import Instrumented
@@ -131,9 +132,9 @@ class BodySizeLimitMiddleware(Instrumented):
         super().__init__(None, sink)
         self.app = app
         self.max_body_size = _size("max_body_size", max_body_size)
-        self.chunk_timeout = _seconds("chunk_timeout", chunk_timeout, allow_none=True)
-        self.min_rate = _seconds("min_rate", min_rate, allow_none=True)
-        self.grace_period = _seconds("grace_period", grace_period, allow_zero=True) or 0.0
+        self.chunk_timeout = _positive_or_none("chunk_timeout", chunk_timeout)
+        self.min_rate = _positive_or_none("min_rate", min_rate)
+        self.grace_period = in_range("grace_period", grace_period, 0.0)
         self._clock = clock or system_clock
         self._route_limit: Callable[[Scope], int | None] | None = None
         self._prefixes: list[tuple[str, int | None]] = []
@@ -286,28 +287,9 @@ def _http1(scope: Scope) -> bool:
     return scope.get("http_version", "1.1") in ("1.0", "1.1")
 
 
-def _size(parameter: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"{parameter} must be an int number of bytes or None, got {value!r}"
-        raise TypeError(msg)
-    if value < 0:
-        msg = f"{parameter} must be >= 0 bytes, got {value!r}"
-        raise ValueError(msg)
-    return value
+def _size(parameter: str, value: object) -> int | None:
+    return None if value is None else at_least(parameter, value, 0, "(bytes) or None")
 
 
-def _seconds(
-    parameter: str, value: float | None, *, allow_none: bool = False, allow_zero: bool = False
-) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{parameter} must be a number, got {value!r}"
-        raise TypeError(msg)
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        msg = f"{parameter} must be a finite number {bound}, got {value!r}"
-        raise ValueError(msg)
-    return float(value)
+def _positive_or_none(parameter: str, value: object) -> float | None:
+    return None if value is None else in_range(parameter, value, 0.0, open_low=True)

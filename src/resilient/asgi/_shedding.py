@@ -16,6 +16,7 @@ import random
 from typing import TYPE_CHECKING
 
 from resilient._loop import LoopMonitor
+from resilient._validate import in_range
 from resilient.asgi._policy import REJECTED, body_unread, exempt_paths, is_exempt
 from resilient.asgi._respond import respond
 from resilient.metrics._catalog import LOAD_SHEDDING_SHED
@@ -117,13 +118,7 @@ class LoadSheddingMiddleware(Instrumented):
             raise TypeError(msg)
         self.priority = priority
         self.exempt = exempt_paths(exempt)
-        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)):
-            msg = f"retry_after must be a number of seconds, got {retry_after!r}"
-            raise TypeError(msg)
-        if not 0 <= retry_after < float("inf"):
-            msg = f"retry_after must be a finite number >= 0, got {retry_after!r}"
-            raise ValueError(msg)
-        self.retry_after = float(retry_after)
+        self.retry_after = in_range("retry_after", retry_after, 0.0)
         self._random = rng if isinstance(rng, random.Random) else random.Random(rng)  # noqa: S311
         self._shed = {signal: 0 for signal, _ in self._signals}
 
@@ -194,10 +189,5 @@ class LoadSheddingMiddleware(Instrumented):
 
 
 def _check_delays(low: float, high: float) -> None:
-    for parameter, value in (("delay_low", low), ("delay_high", high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            msg = f"{parameter} must be a number of seconds, got {value!r}"
-            raise TypeError(msg)
-    if not 0 <= low < high < float("inf"):
-        msg = f"delay_low and delay_high need 0 <= delay_low < delay_high, got {low!r}, {high!r}"
-        raise ValueError(msg)
+    in_range("delay_low", low, 0.0)
+    in_range("delay_high", high, low, open_low=True)
