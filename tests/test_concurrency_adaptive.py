@@ -350,3 +350,92 @@ def test_a_limit_that_starts_on_the_plateau_probes_down_to_the_knee() -> None:
     limits = feed(c, 300, rtt=lambda _: 0.010, throughput=lambda n: min(n, 10) * 100)
     assert min(limits) < 20
     assert limits[-1] < 25
+
+
+# --- slow start -----------------------------------------------------------------------------------
+
+
+def test_slow_start_doubles_while_saturated_and_flat() -> None:
+    c = controller(initial_limit=10, slow_start=True)
+    limits = feed(c, 5, rtt=lambda _: 0.050, throughput=lambda n: n / 0.050)
+    # The first window only sets the baseline (a smoothed step); then x2 per window.
+    assert limits[0] == pytest.approx(10.2)
+    for a, b in itertools.pairwise(limits):
+        assert b == pytest.approx(2 * a)
+    assert c.slow_start
+    # Not saturated (fewer than 90% of the permits used): no doubling.
+    assert c.update(rtt=0.050, throughput=1000, inflight=math.ceil(0.6 * c.limit), drops=0) < (
+        1.1 * c.limit
+    )
+    assert c.slow_start
+
+
+def test_slow_start_stops_when_latency_rises_and_never_resumes() -> None:
+    knee, base = 32, 0.010
+    c = controller(initial_limit=10, slow_start=True)
+    limits = feed(
+        c, 3, rtt=lambda n: base * max(1.0, n / knee), throughput=lambda n: min(n, knee) / base
+    )
+    # 10 -> 10.2 -> 20.4 -> 40.8; at 40.8 latency is 27% over the baseline: slow start ends with
+    # one unsmoothed step to the gradient's target (the knee plus headroom).
+    assert limits[:3] == pytest.approx([10.2, 20.4, 40.8])
+    c.update(rtt=base * 40.8 / knee, throughput=knee / base, inflight=41, drops=0)
+    assert not c.slow_start
+    assert c.limit == pytest.approx(knee + 4.08, rel=0.01)
+    limits = feed(
+        c, 200, rtt=lambda n: base * max(1.0, n / knee), throughput=lambda n: min(n, knee) / base
+    )
+    assert all(b < 1.2 * a for a, b in itertools.pairwise(limits))  # additive from now on
+    assert 32 <= limits[-1] <= 32 + math.sqrt(40) + 1
+
+
+def test_slow_start_ends_on_drops_and_latency_that_climbs_blocks_growth() -> None:
+    c = controller(initial_limit=10, slow_start=True)
+    feed(c, 2, rtt=lambda _: 0.050, throughput=lambda n: n / 0.050)
+    assert c.limit == pytest.approx(20.4)
+    c.update(rtt=0.050, throughput=400, inflight=21, drops=1)
+    assert not c.slow_start
+    assert c.limit == pytest.approx(20.4 * 0.9)
+    c = controller(initial_limit=10, slow_start=True)
+    feed(c, 1, rtt=lambda _: 0.050, throughput=lambda n: n / 0.050)
+    before = c.limit
+    c.update(rtt=0.060, throughput=200, inflight=11, drops=0)  # 20% slower: a queue
+    assert not c.slow_start
+    assert c.limit < before
+
+
+def test_slow_start_stays_within_bounds() -> None:
+    c = controller(initial_limit=10, min_limit=5, max_limit=50, slow_start=True)
+    limits = feed(c, 10, rtt=lambda _: 0.050, throughput=lambda n: n / 0.050)
+    assert max(limits) == 50
+    assert all(5 <= x <= 50 for x in limits)
+    assert c.slow_start  # flat all along: still in slow start, at the ceiling
+
+
+def test_slow_start_windows_end_early_once_they_have_enough_calls() -> None:
+    clock = FakeClock()
+    limit = AdaptiveConcurrencyLimit(
+        initial_limit=10, max_wait=0, window=10.0, min_samples=10, slow_start=True, clock=clock
+    )
+    for _ in range(5):
+        saturate(limit, clock, 0.1)
+    assert limit.limit == 10  # the first window, which sets the baseline, lasts the full 10 s
+    clock.advance(10)
+    saturate(limit, clock, 0.1)  # it ends: baseline 0.1 s (a smoothed step, no doubling)
+    assert limit.limit == 10
+    saturate(limit, clock, 0.1)  # 10 samples but 0.1 s < 3 x their latency: still open
+    assert limit.limit == 10
+    clock.advance(0.2)
+    saturate(limit, clock, 0.1)  # 0.4 s, 20 samples: a short window ends, and the limit doubles
+    assert limit.limit == 20
+    for _ in range(3):
+        saturate(limit, clock, 0.3)  # 3x slower: slow start ends
+    assert not limit._controller.slow_start
+    assert limit._controller.baseline == pytest.approx(0.1)
+    before = limit.limit
+    for _ in range(5):
+        saturate(limit, clock, 0.3)  # full windows again: nothing moves within 10 s
+    assert limit.limit == before
+    clock.advance(10)
+    saturate(limit, clock, 0.3)
+    assert limit.limit != before

@@ -33,11 +33,18 @@ for (docs/concurrency.md has the picture):
   off by `backoff` instead of reading a flat latency as "no queue" (concurrency-limits#137).
   Cancellation and other errors are ignored. No decision when the limit was not the bottleneck
   (fewer than half the permits used): an idle service does not teach anything about its knee.
+- **Slow start** (opt-in). The additive step is slow from far below the knee (about +0.2 per
+  window at a limit of 10). In slow start the limit doubles after each window in which it was
+  saturated and latency stayed within 10% of the baseline; after a first full window (the
+  baseline), windows end as soon as they have `min_samples` calls and have lasted three mean
+  latencies, and never lower the baseline (a short window favours the fast calls). The first
+  queued window ends it, with one unsmoothed step to the gradient's target; drops end it too.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import TYPE_CHECKING
 
 from typing_extensions import override
@@ -55,6 +62,11 @@ if TYPE_CHECKING:
 
 
 __all__ = ["AdaptiveConcurrencyLimit"]
+
+_NEVER = sys.maxsize
+# In slow start a window ends after `min_samples` calls if it lasted at least _QUICK_SPAN times
+# their mean latency: a window cut shorter would keep mostly the calls that happened to be fast.
+_QUICK_SPAN = 3.0
 
 
 class AdaptiveConcurrencyLimit(LimitCore[float]):
@@ -80,7 +92,11 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         backoff: multiplier on timeouts or thrashing, in (0, 1) (default 0.9).
         window: the shortest window, in seconds of the clock (default 1.0).
         min_samples: the fewest successful calls in a window (default 20); a window lasts until
-            it has both.
+            it has both (in slow start, until it has `min_samples`).
+        slow_start: begin in slow start (default `False`): while the limit is saturated and
+            latency shows no queue, it doubles every window, and windows after the first end as
+            soon as they have `min_samples` calls (and three mean latencies); the first window
+            whose latency reads as a queue (or that has drops) ends slow start for good.
         max_waiting: as for `ConcurrencyLimit` (`None` means as many as the current limit).
         max_wait: as for `ConcurrencyLimit`.
         order: as for `ConcurrencyLimit`.
@@ -92,8 +108,9 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
     cancellations and other exceptions are not samples.
 
     Start at or below the knee you expect (`initial_limit`): from below, the limit climbs a few
-    percent per window and stops at the knee; from above, it has to discover that it is on the
-    plateau and probe down, which is slower and noisier (docs/concurrency.md, "Tuning").
+    percent per window (or doubles per window in slow start) and stops at the knee; from above,
+    it has to discover that it is on the plateau and probe down, which is slower and noisier
+    (docs/concurrency.md, "Tuning").
     """
 
     __slots__ = (
@@ -101,6 +118,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         "_drops",
         "_max_ever",
         "_min_samples",
+        "_quick",
         "_samples",
         "_squares",
         "_start",
@@ -119,6 +137,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         backoff: float = 0.9,
         window: float = 1.0,
         min_samples: int = 20,
+        slow_start: bool = False,
         max_waiting: int | None = None,
         max_wait: float | None = 1.0,
         order: Order = "fifo",
@@ -141,6 +160,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             backoff=in_range("backoff", backoff, 0.0, 0.999, open_low=True),
             history=10,
             memory=300,
+            slow_start=bool(slow_start),
         )
         window = in_range("window", window, 0.0, open_low=True)
         at_least("min_samples", min_samples, 1)
@@ -156,6 +176,9 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         self._controller = controller
         self._window = window
         self._min_samples = min_samples
+        # A window may end before `window` after this many samples: in slow start only (fast
+        # growth where calls are plentiful), once a first full window has set the baseline.
+        self._quick = _NEVER
         self._start = self._clock.now()
         self._samples = 0
         self._sum = 0.0
@@ -236,7 +259,10 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
 
     def _end_window_locked(self, now: float) -> None:
         elapsed = now - self._start
-        if elapsed < self._window or (self._samples < self._min_samples and not self._drops):
+        if (
+            elapsed < self._window
+            and (self._samples < self._quick or elapsed < _QUICK_SPAN * self._sum / self._samples)
+        ) or (self._samples < self._min_samples and not self._drops):
             return
         n = self._samples
         rtt = self._sum / n if n else None
@@ -256,6 +282,8 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         self._drops = 0
         self._max_ever = max(self._max_ever, self._max_active)
         self._max_active = self._limit + self._debt - len(self._permits)
+        controller = self._controller
+        self._quick = self._min_samples if controller.slow_start else _NEVER
         new = round(limit)
         if new != self._limit:
             self._set_limit_locked(new)

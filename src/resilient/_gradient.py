@@ -22,6 +22,9 @@ _MIN_POINTS = 3
 _NOISE = 3.0
 _HEADROOM = 0.1
 _NEAR_BEST = 0.95
+# Slow start: the factor on the limit per saturated window without a queue.
+_SLOW_START = 2.0
+_SLOW_NOISE = 0.1
 # The guard compares throughput at the current concurrency with that 10-20% lower (_STEP
 # buckets): below _FLAT times it (+10% concurrency bought < 3% throughput) the curve is flat;
 # below _THRASHING it falls. Curve points are smoothed with _CURVE_ALPHA.
@@ -54,6 +57,9 @@ class GradientController:
         backoff: multiplier applied on drops or thrashing, in (0, 1).
         history: how many saturated windows the re-learning rule looks back on (>= 3).
         memory: how many windows a point of the throughput curve is remembered without a visit.
+        slow_start: start in slow start: while the limit is saturated and latency shows no
+            queue, double it every window (TCP's slow start); leave for good at the first window
+            whose latency reads as a queue, or with drops.
     """
 
     __slots__ = (
@@ -68,6 +74,7 @@ class GradientController:
         "limit",
         "max_limit",
         "min_limit",
+        "slow_start",
         "smoothing",
         "tolerance",
     )
@@ -83,6 +90,7 @@ class GradientController:
         backoff: float,
         history: int,
         memory: int,
+        slow_start: bool = False,
     ) -> None:
         self.limit = float(initial_limit)
         self.min_limit = min_limit
@@ -100,6 +108,7 @@ class GradientController:
         self._windows = 0
         self._probing = False
         self._memory = memory
+        self.slow_start = slow_start
 
     def update(
         self,
@@ -121,18 +130,37 @@ class GradientController:
         """
         limit = self.limit
         if drops:
+            self.slow_start = False
             return self._set(limit * self.backoff)
         if rtt is None or rtt <= 0 or inflight * 2 < limit:
             return limit  # nothing learned: no samples, or the limit was not the bottleneck
         saturated = inflight >= _SATURATED * limit
-        if saturated:
+        if saturated and not self.slow_start:
             self._maybe_relearn(inflight, throughput, rtt, error)
-        if self.baseline is None or rtt < self.baseline:
-            self.baseline, self._baseline_error = rtt, error
+        reference = baseline = self.baseline  # None: this window is the first one learned from
+        # Slow-start windows are short, and a short window keeps mostly the calls that happened
+        # to be fast: they may not lower the baseline (the first window, full length, sets it).
+        if baseline is None or (rtt < baseline and not self.slow_start):
+            baseline = self.baseline = rtt
+            self._baseline_error = error
         # The baseline is the least of many noisy means, so it sits a few standard errors low:
         # without this allowance noise alone would read as a queue and hold the limit down.
-        allowed = self.tolerance * (self.baseline + _NOISE * self._baseline_error)
+        allowed = self.tolerance * (baseline + _NOISE * self._baseline_error)
         gradient = min(1.0, max(0.5, allowed / rtt))
+        if self.slow_start and reference is not None:
+            # Doubling needs latency within _SLOW_NOISE of the baseline: a fixed allowance, not
+            # the standard errors (tiny when calls are regular, so that a fraction of a
+            # millisecond would end slow start; large in short noisy windows, hiding a queue).
+            if rtt > reference * (1 + _SLOW_NOISE):
+                # Latency reads as a queue: the last doubling overshot the knee. Leave slow start
+                # and go straight to the gradient's target (Little's law puts the knee there),
+                # unsmoothed: a smoothed step would keep the overshoot for several windows.
+                self.slow_start = False
+                return self._set(limit * gradient + _headroom(limit))
+            if saturated:
+                # Neither the throughput curve nor the history learns from these windows: they
+                # are short, and their throughput is that of a limit that is about to move.
+                return self._set(limit * _SLOW_START)  # the limit held everything back: double
         target = limit * gradient + _headroom(limit)
         if saturated:
             target, cut = self._guard(inflight, throughput, target)

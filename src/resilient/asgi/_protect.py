@@ -6,7 +6,10 @@ Outermost first, so that each layer rejects before the next does any work:
 2. `LoadSheddingMiddleware`: shed in proportion to the event loop's delay, measured from outside
    the loop, so CPU overload is caught even when no single limit is wrong.
 3. `ConcurrencyLimitMiddleware` over an `AdaptiveConcurrencyLimit`: find the concurrency the app
-   sustains by itself (the knee), and turn the rest away quickly instead of queueing it.
+   sustains by itself (the knee), and turn the rest away quickly instead of queueing it. It starts
+   low (10) in slow start, doubling while it is full and latency stays flat, so that an I/O-bound
+   app that needs a hundred requests in flight is not starved while a CPU-bound one with a knee
+   of 8 is not overrun; `tolerance=1.3` accepts the loop's own delay near capacity as no queue.
 
 Health-check paths are exempt from shedding and from the limit.
 """
@@ -56,8 +59,9 @@ def protect(
     Args:
         app: the ASGI app.
         max_body_size: request body limit in bytes (default 1 MiB; `None`: time limits only).
-        limit: the concurrency limit (default: an `AdaptiveConcurrencyLimit` that starts at 10,
-            never goes below 2, and lets a request wait at most 50 ms for a permit).
+        limit: the concurrency limit (default: an `AdaptiveConcurrencyLimit` that starts at 10
+            in slow start, never goes below 2, uses 0.25 s windows and `tolerance=1.3`, and lets
+            a request wait at most 50 ms for a permit).
         monitor: the event-loop monitor behind shedding (default: a new one, started with the
             server's lifespan or on the first request).
         delay_low: loop delay (s) at which shedding starts (default 0.05).
@@ -73,7 +77,14 @@ def protect(
     exempt = tuple(exempt)
     if limit is None:
         limit = AdaptiveConcurrencyLimit(
-            initial_limit=10, min_limit=2, max_wait=0.05, name=name, sink=sink
+            initial_limit=10,
+            min_limit=2,
+            max_wait=0.05,
+            window=0.25,
+            tolerance=1.3,
+            slow_start=True,
+            name=name,
+            sink=sink,
         )
     stacked: ASGIApp = ConcurrencyLimitMiddleware(app, limit=limit, exempt=exempt)
     stacked = LoadSheddingMiddleware(
