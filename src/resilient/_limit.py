@@ -32,6 +32,7 @@ How it works, and why:
 
 from __future__ import annotations
 
+import abc
 import itertools
 import threading
 from collections import deque
@@ -304,9 +305,9 @@ class LimitCore(Policy[TokenT], Instrumented):
         if active > self._max_active:  # noqa: PLR1730 - a compare is cheaper than max()
             self._max_active = active
 
+    @abc.abstractmethod
     def _max_active_locked(self) -> int:
         """The highest `active` since creation, as far as the subclass's high-water marks know."""
-        raise NotImplementedError  # pragma: no cover - abstract: each limit keeps its own marks
 
     async def _wait_on_clock(self, event: anyio.Event, seconds: float) -> None:
         """Wait for *event* or for *seconds* of the injected clock, whichever comes first."""

@@ -25,6 +25,7 @@ example a function that another wrapt decorator wraps), whose binding must go th
 
 from __future__ import annotations
 
+import abc
 import contextvars
 import functools
 import inspect
@@ -65,19 +66,22 @@ _entered: contextvars.ContextVar[tuple[tuple[object, object], ...]] = contextvar
 )
 
 
-class Policy(Generic[TokenT]):
+class Policy(Generic[TokenT], metaclass=abc.ABCMeta):
     """Base class of every policy: decorator, sync and async context manager.
 
-    Subclasses implement the hooks described in the module docstring. `__slots__` is empty so that
-    a policy can also inherit from a slotted base.
+    Subclasses implement the hooks described in the module docstring (`_enter`, `_exit_ok` and
+    `_exit_error` are abstract). `__slots__` is empty so that a policy can also inherit from a
+    slotted base. The metaclass costs nothing per call: it only checks, at instantiation, that
+    the hooks exist.
     """
 
     __slots__ = ()
 
     # --- hooks -------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _enter(self) -> TokenT:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Admit a sync caller (may block its thread) and return a token, or raise RejectedError."""
 
     def _enter_nowait(self) -> TokenT:
         return self._enter()
@@ -85,11 +89,13 @@ class Policy(Generic[TokenT]):
     async def _enter_wait(self) -> TokenT:  # pragma: no cover - only waiting policies override
         raise AssertionError("unreachable")
 
+    @abc.abstractmethod
     def _exit_ok(self, token: TokenT, result: object) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The call admitted with *token* returned *result*. Must not raise."""
 
+    @abc.abstractmethod
     def _exit_error(self, token: TokenT, exc: BaseException) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The call admitted with *token* raised *exc* (cancellation included). Must not raise."""
 
     # --- decorator ---------------------------------------------------------------------------
 
