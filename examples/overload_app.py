@@ -6,9 +6,9 @@ Two bare ASGI apps (no framework, so the numbers are uvicorn's and the middlewar
 - `io`: about 0.5 ms of CPU, then `await asyncio.sleep(0.05)` (a slow I/O call).
 
 Each is served one of three ways (`--variant`): `unprotected`; `limit32` (uvicorn's own
-`--limit-concurrency 32`); or `protected` by `resilient.asgi.protect(app)` with its defaults. On a
-tree without `protect`, or with `--fallback`, `protected` uses `protect_fallback(app)` instead: the
-body-size limit around an adaptive concurrency limit (the output says which one ran).
+`--limit-concurrency 32`); or `protected` by `resilient.asgi.protect(app)` with its defaults.
+`--limit JSON` overrides options of the adaptive limit that `protect` makes, to try other
+defaults (the output says which options ran).
 
 `overload_demo.py` starts this file pinned to core 0:
 
@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,34 +43,17 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from resilient import AdaptiveConcurrencyLimit
-from resilient.asgi import BodySizeLimitMiddleware, ConcurrencyLimitMiddleware
+from resilient.asgi import LoadSheddingMiddleware, protect
+from resilient.asgi._protect import LIMIT_DEFAULTS
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from resilient.asgi import ASGIApp, Receive, Scope, Send
 
-
-_protect: Callable[[ASGIApp], ASGIApp] | None
-try:  # protect() is new; on a tree without it, protect_fallback() below stands in
-    from resilient.asgi import protect as _protect
-except ImportError:  # pragma: no cover - depends on the tree
-    _protect = None
 
 KINDS: dict[str, tuple[float, float]] = {"cpu": (0.002, 0.005), "io": (0.0005, 0.05)}
 """App kind -> (seconds of CPU, seconds of awaited I/O) per request."""
 VARIANTS = ("unprotected", "limit32", "protected")
-FALLBACK_OPTIONS: dict[str, Any] = {
-    # Start at or below the knee (the limit climbs faster than it probes down), and wait only
-    # briefly for a permit: a long wait is just a hidden queue that blows the p99 of 2xx.
-    "initial_limit": 10,
-    "max_limit": 512,
-    "window": 0.25,
-    "max_wait": 0.05,
-    "name": "protect_fallback",
-}
-"""The `AdaptiveConcurrencyLimit` options of the fallback (`--fallback KEY=VALUE` overrides)."""
 
 _RESPONSE_START = {
     "type": "http.response.start",
@@ -100,9 +84,14 @@ def _timed(n: int) -> float:
     return time.perf_counter() - start
 
 
-def make_app(cpu: float, io: float) -> ASGIApp:
-    """A bare ASGI app: burn *cpu* seconds of CPU, await *io* seconds, answer `200 ok`."""
-    spins = calibrate(cpu)
+def make_app(cpu: float, io: float, spins: int | None = None) -> ASGIApp:
+    """A bare ASGI app: burn *cpu* seconds of CPU, await *io* seconds, answer `200 ok`.
+
+    *spins* fixes the CPU burn (a `_spin` count) instead of calibrating it: the demo calibrates
+    once per app kind and gives every server the same count, since two calibrations can differ
+    by several percent and the servers are compared to one capacity.
+    """
+    spins = calibrate(cpu) if spins is None else spins
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -130,48 +119,37 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-def protect_fallback(app: ASGIApp, **options: Any) -> ASGIApp:
-    """Stand-in for `resilient.asgi.protect`: a body-size limit around an adaptive cap.
-
-    Args:
-        app: the app to protect.
-        **options: `AdaptiveConcurrencyLimit` options over `FALLBACK_OPTIONS`.
-
-    Returns:
-        The protected app.
-    """
-    limit = AdaptiveConcurrencyLimit(**{**FALLBACK_OPTIONS, **options})
-    return BodySizeLimitMiddleware(ConcurrencyLimitMiddleware(app, limit=limit))
-
-
-def build(kind: str, variant: str, fallback: dict[str, Any] | None) -> tuple[ASGIApp, str, int]:
+def build(
+    kind: str, variant: str, overrides: dict[str, Any] | None, spins: int | None = None
+) -> tuple[ASGIApp, str, int]:
     """The app to serve, a description of its protection, and its CPU spin count.
 
     Args:
         kind: `cpu` or `io`.
         variant: one of `VARIANTS`.
-        fallback: `None` to use `protect` when it exists, else the fallback's option overrides
-            (an empty dict forces the fallback with its defaults).
+        overrides: options of protect's adaptive limit to change (`None` or empty: its
+            defaults).
+        spins: the CPU burn, or `None` to calibrate it here.
     """
     cpu, io = KINDS[kind]
-    app = make_app(cpu, io)
+    app = make_app(cpu, io, spins)
     spins: int = app.spins  # type: ignore[attr-defined]
     if variant != "protected":
         return app, variant, spins
-    if _protect is not None and fallback is None:
-        return _protect(app), "resilient.asgi.protect(app) (defaults)", spins
-    options = {**FALLBACK_OPTIONS, **(fallback or {})}
+    if not overrides:
+        return protect(app), "resilient.asgi.protect(app) (defaults)", spins
+    options = {**LIMIT_DEFAULTS, **overrides}
     described = ", ".join(f"{k}={v!r}" for k, v in options.items())
-    protection = (
-        "FALLBACK protect_fallback: BodySizeLimitMiddleware(ConcurrencyLimitMiddleware("
-        f"limit=AdaptiveConcurrencyLimit({described})))"
-    )
-    return protect_fallback(app, **(fallback or {})), protection, spins
+    limit = AdaptiveConcurrencyLimit(**options, name="protect")
+    protection = f"protect(app, limit=AdaptiveConcurrencyLimit({described}))"
+    return protect(app, limit=limit), protection, spins
 
 
-def serve(kind: str, variant: str, fallback: dict[str, Any] | None) -> None:
+def serve(
+    kind: str, variant: str, overrides: dict[str, Any] | None, spins: int | None = None
+) -> None:
     """Bind 127.0.0.1:0, announce the port on stdout, and serve until terminated."""
-    app, protection, spins = build(kind, variant, fallback)
+    app, protection, spins = build(kind, variant, overrides, spins)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -186,9 +164,37 @@ def serve(kind: str, variant: str, fallback: dict[str, Any] | None) -> None:
         limit_concurrency=32 if variant == "limit32" else None,
         backlog=2048,
     )
+    _trace_limit(app)
     announce = {"port": sock.getsockname()[1], "protection": protection, "spins": spins}
     print(json.dumps(announce), flush=True)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _trace_limit(app: object) -> None:
+    """With `OVERLOAD_TRACE=FILE`: append the limit's and the shedder's state every 0.1 s."""
+    path = os.environ.get("OVERLOAD_TRACE")
+    if not path:
+        return
+    limit, shedder, node = None, None, app
+    while node is not None:  # walk protect()'s stack: each layer keeps the next in `.app`
+        if isinstance(getattr(node, "limit", None), AdaptiveConcurrencyLimit):
+            limit = node.limit  # type: ignore[attr-defined]
+        if isinstance(node, LoadSheddingMiddleware):
+            shedder = node
+        node = getattr(node, "app", None)
+
+    def write() -> None:
+        start = time.perf_counter()
+        with Path(path).open("a") as out:
+            while True:
+                time.sleep(0.1)
+                stats = limit.statistics() if limit else None
+                delay = shedder.monitor.current_delay if shedder and shedder.monitor else None
+                shed = shedder.shed_counts() if shedder else None
+                out.write(f"{time.perf_counter() - start:7.2f} {stats} delay={delay} {shed}\n")
+                out.flush()
+
+    threading.Thread(target=write, daemon=True).start()
 
 
 _STARTED: list[ServerProcess] = []
@@ -212,20 +218,28 @@ class ServerProcess:
     Args:
         kind: `cpu` or `io`.
         variant: one of `VARIANTS`.
-        fallback: as for `build()`.
+        overrides: as for `build()`.
+        spins: as for `build()`.
         core: the CPU the server may run on.
     """
 
     def __init__(
-        self, kind: str, variant: str, fallback: dict[str, Any] | None, core: int = 0
+        self,
+        kind: str,
+        variant: str,
+        overrides: dict[str, Any] | None,
+        spins: int | None = None,
+        core: int = 0,
     ) -> None:
         taskset = shutil.which("taskset")
         # os.cpu_count(), not this process's affinity: the demo has already pinned itself.
         pin = [taskset, "-c", str(core)] if taskset and (os.cpu_count() or 1) > 1 else []
         self.command = [*pin, sys.executable, str(Path(__file__).resolve()), "--kind", kind]
         self.command += ["--variant", variant]
-        if fallback is not None:
-            self.command += ["--fallback", json.dumps(fallback)]
+        if overrides and variant == "protected":
+            self.command += ["--limit", json.dumps(overrides)]
+        if spins is not None:
+            self.command += ["--spins", str(spins)]
         self.port = 0
         self.protection = ""
         self.spins = 0
@@ -407,12 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=sorted(KINDS), required=True)
     parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument(
-        "--fallback",
+        "--limit",
         metavar="JSON",
-        help="use protect_fallback even if protect exists, with these option overrides",
+        help="options of protect's adaptive limit to override",
     )
+    parser.add_argument("--spins", type=int, help="the CPU burn per request (default: calibrate)")
     args = parser.parse_args(argv)
-    serve(args.kind, args.variant, json.loads(args.fallback) if args.fallback else None)
+    overrides = json.loads(args.limit) if args.limit else None
+    serve(args.kind, args.variant, overrides, args.spins)
     return 0
 
 

@@ -15,8 +15,8 @@ For a CPU-bound and an I/O-bound example app (`overload_app.py`), each served by
 The verdict is information: the exit status is 0 whenever the run itself worked.
 
 Options: `--quick` (CI), `--kinds cpu io`, `--variants ...`, `--trace` (per-250 ms timelines of
-the 2x and 5x levels), `--force-fallback` / `--fallback KEY=VALUE` (serve `protect_fallback`
-with `AdaptiveConcurrencyLimit` overrides, to try other defaults). Every row also says what
+the 2x and 5x levels), `--limit KEY=VALUE` (override an option of the adaptive limit
+that `protect` makes, to try other defaults). Every row also says what
 could make it untrustworthy: a generator behind its schedule, foreign CPU on either core, new
 connections and the server's kernel accept queue.
 """
@@ -124,6 +124,7 @@ class Outcome:
 
     kind: str
     capacity: float = 0.0
+    spins: int | None = None  # the CPU burn every server of this kind uses
     rows: list[Row] = field(default_factory=list)
     protection: str = ""
 
@@ -222,8 +223,9 @@ async def run_level(
 
 async def run_variant(kind: str, variant: str, plan: Plan, out: Outcome, args: Any) -> None:
     """Start one server, run every level against it, stop it."""
-    server = ServerProcess(kind, variant, args.fallback_options)
+    server = ServerProcess(kind, variant, args.limit_options, out.spins)
     server.start()
+    out.spins = server.spins
     try:
         print(f"  [{variant}] {' '.join(server.command)}  (port {server.port})", flush=True)
         if variant == "protected":
@@ -316,18 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true", help="timelines of the 2x and 5x levels")
     parser.add_argument("--levels", nargs="+", type=float, help="load levels, e.g. 0.5 5 (cold)")
     parser.add_argument(
-        "--fallback",
+        "--limit",
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="override one of protect_fallback's limit options (implies --force-fallback)",
-    )
-    parser.add_argument(
-        "--force-fallback", action="store_true", help="use protect_fallback even if protect exists"
+        help="override an option of protect's adaptive limit (e.g. max_wait=0)",
     )
     args = parser.parse_args(argv)
-    forced = args.fallback or args.force_fallback
-    args.fallback_options = dict(_option(o) for o in args.fallback) if forced else None
+    args.limit_options = dict(_option(o) for o in args.limit)
     cores = os.sched_getaffinity(0)
     if len(cores) > 1:
         # The server gets core 0 (taskset), the generator core 1: neither steals from the other.

@@ -122,12 +122,35 @@ def test_throughput_guard_backs_off_when_throughput_falls() -> None:
     assert any(b < a for a, b in itertools.pairwise(limits))
 
 
-def test_drops_back_off_and_idle_windows_teach_nothing() -> None:
+def test_drops_back_off_and_idle_windows_teach_only_the_baseline() -> None:
     c = controller(initial_limit=50)
     assert c.update(rtt=0.01, throughput=100, inflight=50, drops=2) == pytest.approx(45)
-    assert c.update(rtt=0.01, throughput=100, inflight=10, drops=0) == pytest.approx(45)
     assert c.update(rtt=None, throughput=0, inflight=45, drops=0) == pytest.approx(45)
     assert c.baseline is None
+    # An idle window leaves the limit alone, but its latency is the one without a queue.
+    assert c.update(rtt=0.01, throughput=100, inflight=10, drops=0) == pytest.approx(45)
+    assert c.baseline == pytest.approx(0.01)
+    # So the first saturated window, five times slower, reads as a queue: the limit falls.
+    assert c.update(rtt=0.05, throughput=900, inflight=45, drops=0) < 45
+
+
+def test_a_queue_below_the_limit_cuts_it_to_the_knee_at_once() -> None:
+    # A limit far above the knee (100) that is never full: calls queue for the CPU they share.
+    c = controller(initial_limit=100, tolerance=1.3)
+    c.update(rtt=0.010, throughput=100, inflight=5, drops=0)  # no queue: sets the baseline
+    # 40 in flight at 4x the baseline: Little's law puts the knee near 40 * 1.3 / 4 = 13; the
+    # gradient is clamped at 0.5, so one window cuts to 40 * 0.5 + headroom (4).
+    assert c.update(rtt=0.040, throughput=1000, inflight=40, drops=0) == pytest.approx(24)
+    # No queue and permits unused: the limit stays where it is.
+    assert c.update(rtt=0.010, throughput=1000, inflight=10, drops=0) == pytest.approx(24)
+
+
+def test_an_overloaded_first_window_is_not_taken_for_the_baseline_after_an_idle_one() -> None:
+    # Slow start from above the knee: an idle window first (low load), then a burst.
+    c = controller(initial_limit=100, slow_start=True)
+    c.update(rtt=0.007, throughput=250, inflight=4, drops=0)
+    assert c.update(rtt=0.2, throughput=500, inflight=100, drops=0) <= 60  # halved + headroom
+    assert not c.slow_start
 
 
 def test_baseline_relearns_when_the_service_becomes_slower_for_good() -> None:

@@ -132,41 +132,77 @@ class GradientController:
         if drops:
             self.slow_start = False
             return self._set(limit * self.backoff)
-        if rtt is None or rtt <= 0 or inflight * 2 < limit:
-            return limit  # nothing learned: no samples, or the limit was not the bottleneck
+        if rtt is None or rtt <= 0:
+            return limit  # nothing learned: no samples
         saturated = inflight >= _SATURATED * limit
         if saturated and not self.slow_start:
             self._maybe_relearn(inflight, throughput, rtt, error)
-        reference = baseline = self.baseline  # None: this window is the first one learned from
-        # Slow-start windows are short, and a short window keeps mostly the calls that happened
-        # to be fast: they may not lower the baseline (the first window, full length, sets it).
-        if baseline is None or (rtt < baseline and not self.slow_start):
-            baseline = self.baseline = rtt
-            self._baseline_error = error
-        # The baseline is the least of many noisy means, so it sits a few standard errors low:
-        # without this allowance noise alone would read as a queue and hold the limit down.
-        allowed = self.tolerance * (baseline + _NOISE * self._baseline_error)
-        gradient = min(1.0, max(0.5, allowed / rtt))
+        reference = self.baseline  # None: this window is the first one learned from
+        gradient = self._gradient(rtt, error)
+        if not saturated:
+            unsaturated = self._unsaturated(inflight, gradient)
+            if unsaturated is not None:
+                return self._set(unsaturated)
         if self.slow_start and reference is not None:
-            # Doubling needs latency within _SLOW_NOISE of the baseline: a fixed allowance, not
-            # the standard errors (tiny when calls are regular, so that a fraction of a
-            # millisecond would end slow start; large in short noisy windows, hiding a queue).
-            if rtt > reference * (1 + _SLOW_NOISE):
-                # Latency reads as a queue: the last doubling overshot the knee. Leave slow start
-                # and go straight to the gradient's target (Little's law puts the knee there),
-                # unsmoothed: a smoothed step would keep the overshoot for several windows.
-                self.slow_start = False
-                return self._set(limit * gradient + _headroom(limit))
-            if saturated:
-                # Neither the throughput curve nor the history learns from these windows: they
-                # are short, and their throughput is that of a limit that is about to move.
-                return self._set(limit * _SLOW_START)  # the limit held everything back: double
+            step = self._slow_start_step(rtt, reference, gradient, saturated=saturated)
+            if step is not None:
+                return self._set(step)
         target = limit * gradient + _headroom(limit)
         if saturated:
             target, cut = self._guard(inflight, throughput, target)
             if cut:
                 return self._set(target)  # a cut is taken at once, not smoothed
         return self._set(limit + self.smoothing * (target - limit))
+
+    def _unsaturated(self, inflight: int, gradient: float) -> float | None:
+        """The next limit after a window that left permits unused, or `None` to go on."""
+        limit = self.limit
+        if gradient < 1.0:
+            # A queue, though the limit was not what held calls back: they queue for something
+            # they share (the event loop's CPU, a dependency). By Little's law the knee is near
+            # inflight * gradient; cut there at once, since the permits above were unused.
+            # Without this a limit that starts above the knee lets the queue grow until the
+            # limit is saturated (half of 100 calls at 2 ms of CPU each is a 100 ms queue).
+            self.slow_start = False
+            return min(limit, inflight * gradient + _headroom(inflight))
+        if inflight * 2 < limit:
+            return limit  # the limit was not the bottleneck: nothing learned about the knee
+        return None
+
+    def _slow_start_step(
+        self, rtt: float, reference: float, gradient: float, *, saturated: bool
+    ) -> float | None:
+        """The next limit in slow start, or `None` to go on as outside it."""
+        limit = self.limit
+        # Doubling needs latency within _SLOW_NOISE of the baseline: a fixed allowance, not the
+        # standard errors (tiny when calls are regular, so that a fraction of a millisecond
+        # would end slow start; large in short noisy windows, hiding a queue).
+        if rtt > reference * (1 + _SLOW_NOISE):
+            # Latency reads as a queue: the last doubling overshot the knee. Leave slow start
+            # and go straight to the gradient's target (Little's law puts the knee there),
+            # unsmoothed: a smoothed step would keep the overshoot for several windows.
+            self.slow_start = False
+            return limit * gradient + _headroom(limit)
+        if saturated:
+            # Neither the throughput curve nor the history learns from these windows: they are
+            # short, and their throughput is that of a limit that is about to move.
+            return limit * _SLOW_START  # the limit held everything back: double
+        return None
+
+    def _gradient(self, rtt: float, error: float) -> float:
+        """Update the baseline with this window; return the gradient, in [0.5, 1]."""
+        baseline = self.baseline
+        # Slow-start windows are short, and a short window keeps mostly the calls that happened
+        # to be fast: they may not lower the baseline (the first window, full length, sets it).
+        # Windows of any load count: those where the limit was not the bottleneck measure the
+        # latency without a queue best of all.
+        if baseline is None or (rtt < baseline and not self.slow_start):
+            baseline = self.baseline = rtt
+            self._baseline_error = error
+        # The baseline is the least of many noisy means, so it sits a few standard errors low:
+        # without this allowance noise alone would read as a queue and hold the limit down.
+        allowed = self.tolerance * (baseline + _NOISE * self._baseline_error)
+        return min(1.0, max(0.5, allowed / rtt))
 
     def _maybe_relearn(self, inflight: int, throughput: float, rtt: float, error: float) -> None:
         history = self._history

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
     import anyio
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConcurrencyLimitStatistics",
+    "FutureEvent",
     "Order",
     "Waiter",
+    "expire",
 ]
 
 Order = Literal["fifo", "lifo"]
@@ -61,6 +64,24 @@ class ConcurrencyLimitStatistics:
     max_active: int
 
 
+class FutureEvent:
+    """An asyncio future seen as an event: `set()` resolves it (once), from its loop's thread."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+
+    def set(self) -> None:
+        expire(self.future)
+
+
+def expire(future: asyncio.Future[None]) -> None:
+    """Wake the waiter awaiting *future*: granted, or (still `WAITING`) timed out."""
+    if not future.done():
+        future.set_result(None)
+
+
 class Waiter:
     """One queued caller: its state, its wake-up primitive, and how to reach its thread."""
 
@@ -68,7 +89,7 @@ class Waiter:
 
     def __init__(
         self,
-        event: threading.Event | anyio.Event,
+        event: threading.Event | anyio.Event | FutureEvent,
         schedule: Callable[[Callable[[], object]], object] | None,
         since: float,
     ) -> None:

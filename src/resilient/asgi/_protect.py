@@ -7,16 +7,19 @@ Outermost first, so that each layer rejects before the next does any work:
    the loop, so CPU overload is caught even when no single limit is wrong.
 3. `ConcurrencyLimitMiddleware` over an `AdaptiveConcurrencyLimit`: find the concurrency the app
    sustains by itself (the knee), and turn the rest away quickly instead of queueing it. It starts
-   low (10) in slow start, doubling while it is full and latency stays flat, so that an I/O-bound
-   app that needs a hundred requests in flight is not starved while a CPU-bound one with a knee
-   of 8 is not overrun; `tolerance=1.3` accepts the loop's own delay near capacity as no queue.
+   at 100, enough for an I/O-bound app that needs a hundred requests in flight not to shed a
+   cold start, and keeps slow start (doubling while it is full and latency stays flat). A
+   CPU-bound app with a knee of 8 never fills 100 permits: its calls queue for the CPU instead,
+   and the first window whose latency shows that queue cuts the limit to the knee at once
+   (Little's law), so it is not overrun. `tolerance=1.3` accepts the loop's own delay near
+   capacity as no queue.
 
 Health-check paths are exempt from shedding and from the limit.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from resilient._adaptive import AdaptiveConcurrencyLimit
 from resilient.asgi._body_size import BodySizeLimitMiddleware
@@ -39,6 +42,16 @@ __all__ = ["DEFAULT_EXEMPT", "protect"]
 DEFAULT_EXEMPT = ("/health", "/healthz", "/livez", "/readyz")
 """Paths that `protect()` never sheds or limits: the probes that decide whether to restart you."""
 
+LIMIT_DEFAULTS: dict[str, Any] = {
+    "initial_limit": 100,
+    "min_limit": 2,
+    "max_wait": 0.05,
+    "window": 0.25,
+    "tolerance": 1.3,
+    "slow_start": True,
+}
+"""The options of the `AdaptiveConcurrencyLimit` that `protect()` makes when given no `limit`."""
+
 
 def protect(
     app: ASGIApp,
@@ -59,9 +72,9 @@ def protect(
     Args:
         app: the ASGI app.
         max_body_size: request body limit in bytes (default 1 MiB; `None`: time limits only).
-        limit: the concurrency limit (default: an `AdaptiveConcurrencyLimit` that starts at 10
-            in slow start, never goes below 2, uses 0.25 s windows and `tolerance=1.3`, and lets
-            a request wait at most 50 ms for a permit).
+        limit: the concurrency limit (default: an `AdaptiveConcurrencyLimit` with the options
+            in `LIMIT_DEFAULTS`: it starts at 100 in slow start, never goes below 2, uses 0.25 s
+            windows and `tolerance=1.3`, and lets a request wait at most 50 ms for a permit).
         monitor: the event-loop monitor behind shedding (default: a new one, started with the
             server's lifespan or on the first request).
         delay_low: loop delay (s) at which shedding starts (default 0.05).
@@ -76,16 +89,7 @@ def protect(
     """
     exempt = tuple(exempt)
     if limit is None:
-        limit = AdaptiveConcurrencyLimit(
-            initial_limit=10,
-            min_limit=2,
-            max_wait=0.05,
-            window=0.25,
-            tolerance=1.3,
-            slow_start=True,
-            name=name,
-            sink=sink,
-        )
+        limit = AdaptiveConcurrencyLimit(**LIMIT_DEFAULTS, name=name, sink=sink)
     stacked: ASGIApp = ConcurrencyLimitMiddleware(app, limit=limit, exempt=exempt)
     stacked = LoadSheddingMiddleware(
         stacked,
