@@ -38,6 +38,29 @@ def http_scope(
     }
 
 
+def websocket_scope(
+    path: str = "/ws",
+    *,
+    denial_response: bool = True,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> dict[str, Any]:
+    """A websocket scope; *denial_response*: the server supports `websocket.http.response`."""
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": list(headers),
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+        "subprotocols": [],
+        "extensions": {"websocket.http.response": {}} if denial_response else {},
+    }
+
+
 class Client:
     """Feeds scripted messages to the app and records what it sends back.
 

@@ -1,11 +1,13 @@
 """`BodySizeLimitMiddleware`: refuse request bodies that are too large, lie, stall or trickle.
 
 - A strictly parsed `Content-Length` over the limit gets 413 before the app runs and before any
-  body is read (uvicorn sends `100 Continue` lazily, on the first read, so such an upload never
-  starts). An invalid, negative or conflicting one gets 400.
+  body is read (uvicorn and granian send `100 Continue` lazily, on the first read, so such an
+  upload never starts; hypercorn sends it as soon as the headers are in, and the 413 with
+  `connection: close` follows at once). An invalid, negative or conflicting one gets 400.
 - Bodies without a declared length (chunked, HTTP/2) are counted in the wrapped `receive`, never
   buffered, and cut at the limit: 413 if the response has not started, else the connection is
-  dropped (the response is left unfinished, so the server closes it).
+  dropped (the response is left unfinished, so the server closes it; granian, which holds the
+  response headers back until the first body message, answers 500 itself when none came).
 - A body that stalls longer than `chunk_timeout`, or arrives slower than `min_rate` bytes per second
   once `grace_period` has passed (slowloris; Kestrel's `MinRequestBodyDataRate`), gets 408.
 - Every answer that leaves the body unread says `connection: close`.
@@ -22,7 +24,7 @@ import anyio
 
 from resilient._clock import system_clock
 from resilient._validate import at_least, in_range
-from resilient.asgi._respond import respond
+from resilient.asgi._respond import is_http1, respond
 from resilient.metrics._catalog import REQUEST_BODY_REJECTED
 from resilient.metrics._sink import Instrumented
 
@@ -170,7 +172,7 @@ class BodySizeLimitMiddleware(Instrumented):
         if declared is not None and limit is not None and declared > limit:
             await self._reject(scope, send, "too_large")
             return
-        if declared == 0 or (declared is None and not chunked and _http1(scope)):
+        if declared == 0 or (declared is None and not chunked and is_http1(scope)):
             # No body can come (HTTP/1.x without Content-Length or Transfer-Encoding): nothing
             # to count or time, so skip the per-read timeout scope (about 5 us per request).
             await self.app(scope, receive, send)
@@ -280,11 +282,6 @@ class _Request:
         if message["type"] == "http.response.start":
             self.started = True
         await self.send(message)
-
-
-def _http1(scope: Scope) -> bool:
-    # HTTP/2 and 3 frame a body without declaring its length; HTTP/1.x must declare one.
-    return scope.get("http_version", "1.1") in ("1.0", "1.1")
 
 
 def _size(parameter: str, value: object) -> int | None:

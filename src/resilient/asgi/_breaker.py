@@ -41,7 +41,9 @@ class CircuitBreakerMiddleware:
         exempt: path prefixes that bypass the breaker (health checks).
 
     A 503 from a resilient middleware inside this one (a shed or capped request) is a rejection,
-    not a failure: it is not counted.
+    not a failure: it is not counted. WebSocket, lifespan and unknown scopes pass through
+    untouched: a websocket has no status code to count as a failure, and a connection that lives
+    for hours is not one call to time.
     """
 
     __slots__ = ("app", "breaker", "exempt", "failure_status")

@@ -29,8 +29,9 @@ class ConcurrencyLimitMiddleware:
         exempt: path prefixes that bypass the limit (health checks, metrics).
 
     A rejected request gets `503 Service Unavailable` with `Retry-After` (the limit's estimate,
-    at least 1 s), before the app sees it. WebSocket and lifespan scopes pass through: a
-    long-lived connection would hold a permit for its whole life.
+    at least 1 s), before the app sees it. WebSocket, lifespan and unknown scopes pass through
+    untouched: a long-lived connection would hold a permit for its whole life (refuse new
+    websockets under overload with `LoadSheddingMiddleware`).
     """
 
     __slots__ = ("app", "exempt", "limit")

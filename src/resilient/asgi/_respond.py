@@ -3,20 +3,27 @@
 Every early answer (400, 408, 413, 503) goes through `respond()`, so each carries an exact
 `content-length`, a whole-seconds `retry-after` when one applies, and `connection: close` when the
 request body was left unread on HTTP/1.x (otherwise a keep-alive server reads the rest of the body
-as the next request). A client that is already gone is not an error.
+as the next request). A websocket handshake is refused with `deny_websocket()`: the same response,
+when the server supports the WebSocket Denial Response extension, else a close before accept. A
+client that is already gone is not an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING
 
 
 if TYPE_CHECKING:
-    from resilient.asgi._types import Scope, Send
+    from resilient.asgi._types import Message, Receive, Scope, Send
 
 
-__all__ = ["header", "respond", "retry_after_header"]
+__all__ = ["deny_websocket", "header", "is_http1", "respond", "retry_after_header"]
+
+DENIAL_EXTENSION = "websocket.http.response"
+TRY_AGAIN_LATER = 1013
+"""The websocket close code for a server that is overloaded (RFC 6455 registry)."""
 
 _REASONS = {
     400: b"Bad Request",
@@ -49,7 +56,7 @@ async def respond(
     ]
     if retry_after is not None:
         headers.append((b"retry-after", retry_after_header(retry_after)))
-    if close and scope.get("http_version", "1.1") in ("1.0", "1.1"):
+    if close and is_http1(scope):
         headers.append((b"connection", b"close"))
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -58,6 +65,43 @@ async def respond(
         pass
 
 
+async def deny_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int = 503,
+    body: bytes | None = None,
+    *,
+    retry_after: float | None = None,
+    code: int = TRY_AGAIN_LATER,
+) -> None:
+    """Refuse a websocket handshake; swallow the errors of a client that went away.
+
+    Waits for `websocket.connect` (the handshake is answered in reply to it), then sends the
+    plain-text response *status* if the server supports the `websocket.http.response` extension,
+    else `websocket.close` with *code*, which a server turns into a 403 before accept.
+    """
+    if (await receive())["type"] == "websocket.disconnect":
+        return  # gone before the handshake: nothing to refuse
+    if DENIAL_EXTENSION in (scope.get("extensions") or {}):
+
+        async def denial(message: Message) -> None:  # the same messages, prefixed "websocket."
+            await send({**message, "type": f"websocket.{message['type']}"})
+
+        await respond(scope, denial, status, body, retry_after=retry_after)
+        return
+    with contextlib.suppress(OSError):  # ASGI 2.4: a disconnected client raises an OSError
+        await send({"type": "websocket.close", "code": code})
+
+
 def header(scope: Scope, name: bytes) -> list[bytes]:
     """Return every value of the request header *name* (lowercase), in order."""
     return [value for key, value in scope.get("headers", ()) if key.lower() == name]
+
+
+def is_http1(scope: Scope) -> bool:
+    """Whether the request came over HTTP/1.x, where `connection: close` means something.
+
+    Anything but "2" and "3": granian reports HTTP/1.0 as "1", not the "1.0" ASGI asks for.
+    """
+    return scope.get("http_version", "1.1") not in ("2", "3")

@@ -6,6 +6,11 @@ than all or nothing). The built-in signal is the event loop's delay from a `Loop
 measured from outside the loop, so a loop that is blocked right now already counts. A request is
 shed with the highest pressure of all signals, lowered by its priority.
 
+New websocket connections are shed the same way (an overloaded server should not take on long-lived
+connections): the handshake is refused with a 503 where the server supports the WebSocket Denial
+Response extension, else with close code 1013 (Try Again Later), which a server sends as a 403.
+A connection once accepted is never touched.
+
 The middleware also runs its monitor: started when the server sends `lifespan.startup` (or on the
 first request, for servers run without lifespan), stopped on `lifespan.shutdown`.
 """
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING
 from resilient._loop import LoopMonitor
 from resilient._validate import in_range
 from resilient.asgi._policy import REJECTED, body_unread, exempt_paths, is_exempt
-from resilient.asgi._respond import respond
+from resilient.asgi._respond import deny_websocket, respond
 from resilient.metrics._catalog import LOAD_SHEDDING_SHED
 from resilient.metrics._sink import Instrumented, Measurement
 
@@ -47,6 +52,12 @@ def delay_pressure(monitor: LoopMonitor, low: float, high: float) -> Callable[[]
 
 class LoadSheddingMiddleware(Instrumented):
     """Shed requests (503 + `Retry-After`) in proportion to how overloaded the process is.
+
+    HTTP requests and new websocket connections are shed alike, by the same signals, priority and
+    exempt paths, and counted together. A shed websocket handshake gets the 503 (with
+    `Retry-After`) if the server supports the `websocket.http.response` extension, else a
+    `websocket.close` with code 1013 before accept (a 403 on the wire). An admitted connection is
+    never touched again: its messages pass straight through, whatever the pressure later.
 
     Args:
         app: the ASGI app to protect.
@@ -139,7 +150,7 @@ class LoadSheddingMiddleware(Instrumented):
         monitor = self.monitor
         if monitor is not None and not monitor.running:
             monitor.start()  # no lifespan (or a new event loop): start on the first request
-        if kind != "http" or is_exempt(scope, self.exempt):
+        if kind not in ("http", "websocket") or is_exempt(scope, self.exempt):
             await self.app(scope, receive, send)
             return
         pressure, signal = self.pressure()
@@ -147,7 +158,10 @@ class LoadSheddingMiddleware(Instrumented):
             self._shed[signal] += 1  # racy across threads: a counter, never a decision
             scope[REJECTED] = self.name or "load_shedding"
             retry_after = self.retry_after + self._random.random()
-            await respond(scope, send, 503, retry_after=retry_after, close=body_unread(scope))
+            if kind == "websocket":
+                await deny_websocket(scope, receive, send, 503, retry_after=retry_after)
+            else:
+                await respond(scope, send, 503, retry_after=retry_after, close=body_unread(scope))
             return
         await self.app(scope, receive, send)
 
@@ -174,7 +188,7 @@ class LoadSheddingMiddleware(Instrumented):
         return watching
 
     def shed_counts(self) -> dict[str, int]:
-        """Requests shed so far, by the signal that was highest."""
+        """Requests (and websocket handshakes) shed so far, by the signal that was highest."""
         return dict(self._shed)
 
     def _observe(self) -> Iterable[Measurement]:
