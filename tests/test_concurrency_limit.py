@@ -56,6 +56,9 @@ async def until(predicate: object) -> None:
         ({"max_concurrent": 2, "clock": object()}, TypeError, "clock"),
         ({"max_concurrent": 2, "name": 3}, TypeError, "name"),
         ({"max_concurrent": 2, "sink": object()}, TypeError, "sink"),
+        ({"max_concurrent": 2, "max_wait": None, "standing_wait": 0.1}, ValueError, "standing"),
+        ({"max_concurrent": 2, "max_wait": 0.1, "standing_wait": 0.2}, ValueError, "standing"),
+        ({"max_concurrent": 2, "standing_wait": -1}, ValueError, "standing_wait"),
     ],
 )
 def test_validation_names_the_parameter(
@@ -345,6 +348,92 @@ async def test_async_wait_expires_on_the_fake_clock() -> None:
         await settle()
         assert outcome == ["timeout"]
     assert limit.statistics().timed_out == 1
+
+
+@pytest.mark.anyio
+async def test_a_standing_queue_shortens_the_wait_of_newcomers() -> None:
+    # One permit, held throughout; a caller every 0.3 s, each allowed to wait 1 s.
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(1, max_waiting=10, max_wait=1.0, standing_wait=0.1, clock=clock)
+    ended: dict[str, float] = {}
+
+    async def waiter(tag: str) -> None:
+        with pytest.raises(ConcurrencyLimitError):
+            await limit.__aenter__()
+        ended[tag] = clock.now()
+
+    async def advance_to(at: float) -> None:  # in 0.05 s steps, so that expiries are seen on time
+        while clock.now() < at - 1e-9:
+            clock.advance(min(0.05, at - clock.now()))
+            await settle()
+
+    async def arrive(tag: str, at: float) -> None:
+        await advance_to(at)
+        tg.start_soon(waiter, tag)
+        await settle()
+
+    async with anyio.create_task_group() as tg, limit:
+        await arrive("a", 0.0)  # the queue was empty: the full second, as for a burst
+        await arrive("b", 0.3)
+        await arrive("c", 0.9)
+        # At 1.2 the queue (b, c) has not been empty since 0.0, longer than max_wait: it stands,
+        # and newcomers wait 0.1 s, not 1 s.
+        await arrive("d", 1.2)
+        await arrive("e", 1.25)
+        # b, d, e and c have gone by 1.9: at 2.0 the queue is empty, so f waits the full second,
+        # and so does g, since the queue (f) is only 0.25 s old.
+        await arrive("f", 2.0)
+        await arrive("g", 2.25)
+        await arrive("h", 3.5)  # empty again (f left at 3.0, g at 3.25): the full wait
+        await advance_to(5.0)
+    expected = {"a": 1.0, "b": 1.3, "c": 1.9, "d": 1.3, "e": 1.35, "f": 3.0, "g": 3.25, "h": 4.5}
+    assert ended == pytest.approx(expected, abs=0.06)  # expiries are seen in 0.05 s steps
+
+
+@pytest.mark.anyio
+async def test_a_standing_queue_in_real_time() -> None:
+    limit = ConcurrencyLimit(1, max_waiting=10, max_wait=0.2, standing_wait=0.01)
+    assert limit.standing_wait == 0.01
+    waited: dict[str, float] = {}
+
+    async def waiter(tag: str) -> None:
+        start = time.perf_counter()
+        with pytest.raises(ConcurrencyLimitError):
+            await limit.__aenter__()
+        waited[tag] = time.perf_counter() - start
+
+    async with anyio.create_task_group() as tg, limit:
+        tg.start_soon(waiter, "a")  # t=0, queue empty
+        await anyio.sleep(0.1)
+        tg.start_soon(waiter, "b")  # queued behind a
+        await anyio.sleep(0.15)
+        tg.start_soon(waiter, "c")  # t=0.25: b queued, no empty queue since 0: it stands
+        await anyio.sleep(0.1)  # every waiter gone before the permit is released
+    assert waited["a"] >= 0.19
+    assert waited["b"] >= 0.19
+    assert waited["c"] < 0.1
+
+
+def test_a_standing_queue_for_threads() -> None:
+    limit = ConcurrencyLimit(1, max_waiting=10, max_wait=0.2, standing_wait=0.01)
+    waited: dict[str, float] = {}
+
+    def waiter(tag: str) -> None:
+        start = time.perf_counter()
+        with pytest.raises(ConcurrencyLimitError), limit:
+            pass  # pragma: no cover - never admitted
+        waited[tag] = time.perf_counter() - start
+
+    threads = []
+    with limit:
+        for tag, pause in (("a", 0.1), ("b", 0.15), ("c", 0)):
+            threads.append(threading.Thread(target=waiter, args=(tag,)))
+            threads[-1].start()
+            time.sleep(pause)
+        for thread in threads:
+            thread.join()
+    assert waited["a"] >= 0.19
+    assert waited["c"] < 0.1
 
 
 @pytest.mark.anyio

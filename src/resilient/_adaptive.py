@@ -99,6 +99,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             whose latency reads as a queue (or that has drops) ends slow start for good.
         max_waiting: as for `ConcurrencyLimit` (`None` means as many as the current limit).
         max_wait: as for `ConcurrencyLimit`.
+        standing_wait: as for `ConcurrencyLimit`.
         order: as for `ConcurrencyLimit`.
         name: as for `ConcurrencyLimit`.
         sink: as for `ConcurrencyLimit`.
@@ -140,6 +141,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         slow_start: bool = False,
         max_waiting: int | None = None,
         max_wait: float | None = 1.0,
+        standing_wait: float | None = None,
         order: Order = "fifo",
         name: str | None = None,
         sink: MetricsSink | None = None,
@@ -168,6 +170,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             initial_limit,
             max_waiting=max_waiting,
             max_wait=max_wait,
+            standing_wait=standing_wait,
             order=order,
             name=name,
             sink=sink,

@@ -87,6 +87,11 @@ class ConcurrencyLimit(LimitCore["float | None"]):
             `max_waiting` says (the `max_waiting` property then reads 0).
         max_wait: the longest a caller waits for a permit, in seconds (default 1.0); `0` means
             never wait (reject when full), `None` means no time bound (the queue stays bounded).
+        standing_wait: the longest a caller waits while the queue *stands*: when it has not been
+            empty for `max_wait`, arrivals outpace the permits and waiting only adds latency, so
+            newcomers wait at most this (in [0, `max_wait`]) until the queue has emptied once
+            (CoDel's standing-queue test; Facebook's adaptive queue). Bursts still get the full
+            `max_wait`; sustained overload gets answers fast. Default `None`: always `max_wait`.
         order: `"fifo"` (the default, oldest waiter first) or `"lifo"` (newest first: under
             overload the freshest callers, still wanted, are served and stale ones time out).
         name: the name in metrics and in `ConcurrencyLimitError.name`.
@@ -114,6 +119,7 @@ class ConcurrencyLimit(LimitCore["float | None"]):
         *,
         max_waiting: int | None = None,
         max_wait: float | None = 1.0,
+        standing_wait: float | None = None,
         order: Order = "fifo",
         name: str | None = None,
         sink: MetricsSink | None = None,
@@ -124,6 +130,7 @@ class ConcurrencyLimit(LimitCore["float | None"]):
             max_concurrent,
             max_waiting=max_waiting,
             max_wait=max_wait,
+            standing_wait=standing_wait,
             order=order,
             name=name,
             sink=sink,

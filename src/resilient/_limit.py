@@ -13,6 +13,9 @@ How it works, and why:
 - **Slow path, one lock.** Waiters, statistics of the slow path and limit changes live under a
   `threading.Lock`. A caller that finds no permit (or finds others already waiting: no barging)
   joins a bounded queue for at most `max_wait`, or is rejected at once when the queue is full.
+  With `standing_wait`, a queue that has not been empty for `max_wait` is a standing one
+  (CoDel's test: arrivals outpace the permits, so waiting only adds latency), and newcomers
+  wait at most `standing_wait` until it has emptied once.
 - **No lost wake-up.** A releaser appends its permit *then* looks for waiters; a waiter registers
   *then* (under the lock) looks for permits. Whatever the interleaving, one of the two sees the
   other, so a permit never sits free while a waiter sleeps.
@@ -20,14 +23,12 @@ How it works, and why:
   which owns it from that instant: ownership is the waiter's state under the lock, never whether
   its wake-up has been delivered. A waiter cancelled or timed out in the same instant it was
   granted sees `GRANTED` and passes the permit on. No permit leaks, whatever is cancelled where.
-- **Waking any caller from any thread.** A thread waits on a `threading.Event`; a task waits on an
-  `anyio.Event`, set directly when the release runs on the task's own thread, else through its
-  loop's thread-safe entry (`loop.call_soon_threadsafe` / `TrioToken.run_sync_soon`, from
-  `anyio.lowlevel.current_token()`). So one instance serves asyncio, trio and threads at once.
-- **Time** is read from the injected clock. An async waiter's `max_wait` is the event loop's own
-  timeout when the clock is `SystemClock`; with any other clock (a `FakeClock`) the wait races
-  `clock.sleep()`, so tests expire waits by moving fake time. A thread waits on its event for the
-  time the clock says is left, re-reading a non-system clock every few milliseconds.
+- **Waking any caller from any thread.** A waiter's event (a `threading.Event`, an asyncio future,
+  an `anyio.Event`: `resilient._waiting`, which also times the waits) is set directly when the
+  release runs on the waiter's own thread, else through its loop's thread-safe entry
+  (`loop.call_soon_threadsafe` / `TrioToken.run_sync_soon`). So one instance serves asyncio,
+  trio and threads at once.
+- **Time** is read from the injected clock, so tests expire waits by moving fake time.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import asyncio
 import itertools
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
 
@@ -50,11 +51,10 @@ from resilient._limit_parts import (
     GRANTED,
     WAITING,
     ConcurrencyLimitStatistics,
-    FutureEvent,
     Waiter,
-    expire,
 )
 from resilient._validate import at_least, in_range
+from resilient._waiting import FutureEvent, wait_anyio, wait_asyncio, wait_thread
 from resilient._wrap import Policy
 from resilient.metrics._catalog import (
     CONCURRENCY_LIMIT_ACTIVE,
@@ -78,8 +78,6 @@ __all__ = ["ALPHA", "LimitCore", "smooth"]
 
 TokenT = TypeVar("TokenT")
 
-# A thread waiting with a non-system clock re-reads the clock this often (real seconds).
-_CLOCK_POLL = 0.005
 # Weight of a new sample in the smoothed hold and wait times behind `retry_after`.
 ALPHA = 0.1
 
@@ -97,6 +95,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         "_cancelled",
         "_clock",
         "_debt",
+        "_empty_at",
         "_hold",
         "_lifo",
         "_limit",
@@ -111,6 +110,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         "_rejected",
         "_rejected_attributes",
         "_slow_admits",
+        "_standing_wait",
         "_timed_out",
         "_wait",
     )
@@ -125,11 +125,17 @@ class LimitCore(Policy[TokenT], Instrumented):
         name: str | None,
         sink: MetricsSink | None,
         clock: Clock | None,
+        standing_wait: float | None = None,
     ) -> None:
         if max_waiting is not None:
             at_least("max_waiting", max_waiting, 0, "or None (as many as the limit)")
         if max_wait is not None:
             in_range("max_wait", max_wait, 0.0)
+        if standing_wait is not None:
+            if max_wait is None:
+                msg = "standing_wait needs a max_wait (a queue stands once it lasts max_wait)"
+                raise ValueError(msg)
+            in_range("standing_wait", standing_wait, 0.0, max_wait)
         if order not in ("fifo", "lifo"):
             msg = f"order must be 'fifo' or 'lifo', got {order!r}"
             raise ValueError(msg)
@@ -152,6 +158,8 @@ class LimitCore(Policy[TokenT], Instrumented):
         self._lifo = order == "lifo"
         self._clock = system_clock if clock is None else clock
         self._native_timeouts = isinstance(self._clock, SystemClock)
+        self._standing_wait = None if standing_wait is None else float(standing_wait)
+        self._empty_at = self._clock.now()  # when a slow-path caller last found no queue
         self._hold = -1.0  # smoothed hold time; negative until known
         self._wait = -1.0  # smoothed wait of admitted waiters; negative until known
         self._admits = itertools.count()  # fast-path admissions: next() is atomic
@@ -181,6 +189,11 @@ class LimitCore(Policy[TokenT], Instrumented):
     def max_wait(self) -> float | None:
         """How long a caller may wait for a permit, in seconds (`None`: no time bound)."""
         return self._max_wait
+
+    @property
+    def standing_wait(self) -> float | None:
+        """How long a caller waits while the queue stands (`None`: always `max_wait`)."""
+        return self._standing_wait
 
     @property
     def order(self) -> Order:
@@ -219,26 +232,28 @@ class LimitCore(Policy[TokenT], Instrumented):
         if self._enqueue(waiter):
             return waiter.since
         event: threading.Event = waiter.event  # type: ignore[assignment]
+        budget = self._wait_budget(waiter.since)
         try:
-            if self._max_wait is None:
-                event.wait()
-            else:
-                deadline = waiter.since + self._max_wait
-                while not event.is_set():
-                    left = deadline - self._clock.now()
-                    if left <= 0:
-                        break
-                    event.wait(left if self._native_timeouts else min(left, _CLOCK_POLL))
+            wait_thread(event, waiter.since, budget, self._clock, native=self._native_timeouts)
         except BaseException:  # KeyboardInterrupt in the main thread
             self._leave(waiter)
             raise
         return self._settle(waiter)
+
+    def _wait_budget(self, now: float) -> float | None:
+        """How long a caller queued at *now* may wait: `max_wait`, or less while a queue stands."""
+        standing, max_wait = self._standing_wait, self._max_wait
+        if standing is None or max_wait is None or now - self._empty_at < max_wait:
+            return max_wait
+        return standing
 
     def _check_queue(self) -> None:
         """Async pre-check: raise at once, without building a waiter, if the queue is full."""
         lock = self._lock
         lock.acquire()
         if self._queued < self._capacity_locked():
+            if not self._queued and self._standing_wait is not None:
+                self._empty_at = self._clock.now()  # the queue is empty: no standing queue
             lock.release()
             return
         self._rejected += 1
@@ -249,46 +264,25 @@ class LimitCore(Policy[TokenT], Instrumented):
     async def _take_async(self) -> float:
         """Async slow path: wait for a permit or raise; return the admission time."""
         loop = asyncio._get_running_loop()
-        if loop is not None and self._native_timeouts:
-            return await self._take_asyncio(loop)
-        waiter = Waiter(anyio.Event(), thread_safe_entry(native_loop()), self._clock.now())
+        if loop is not None and self._native_timeouts:  # the cheap path: resilient._waiting
+            waiter = Waiter(
+                FutureEvent(loop.create_future()), loop.call_soon_threadsafe, self._clock.now()
+            )
+        else:
+            waiter = Waiter(anyio.Event(), thread_safe_entry(native_loop()), self._clock.now())
         if self._enqueue(waiter):
             return waiter.since
-        event: anyio.Event = waiter.event  # type: ignore[assignment]
+        budget = self._wait_budget(waiter.since)
+        event = waiter.event
         try:
-            if self._max_wait is None:
-                await event.wait()
-            elif self._native_timeouts:
-                with anyio.move_on_after(self._max_wait):
-                    await event.wait()
+            if loop is not None and isinstance(event, FutureEvent):
+                await wait_asyncio(event, loop, budget)
             else:
-                await self._wait_on_clock(event, self._max_wait)
+                native = self._native_timeouts
+                await wait_anyio(cast("anyio.Event", event), budget, self._clock, native=native)
         except BaseException:
             self._leave(waiter)
             raise
-        return self._settle(waiter)
-
-    async def _take_asyncio(self, loop: asyncio.AbstractEventLoop) -> float:
-        """`_take_async` on asyncio with real time: a bare future and a loop timer.
-
-        The same protocol as the anyio path (cancellation of the task, an anyio cancel scope
-        included, cancels the awaited future), at a fraction of the cost: an anyio `Event` and
-        `move_on_after` cost about 40 us per wait, which under overload is paid by every caller
-        that queues (measured: docs/benchmarks.md, "Waiting for a permit").
-        """
-        future: asyncio.Future[None] = loop.create_future()
-        waiter = Waiter(FutureEvent(future), loop.call_soon_threadsafe, self._clock.now())
-        if self._enqueue(waiter):
-            return waiter.since
-        timer = None if self._max_wait is None else loop.call_later(self._max_wait, expire, future)
-        try:
-            await future
-        except BaseException:
-            self._leave(waiter)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
         return self._settle(waiter)
 
     def _capacity_locked(self) -> int:
@@ -337,18 +331,6 @@ class LimitCore(Policy[TokenT], Instrumented):
     @abc.abstractmethod
     def _max_active_locked(self) -> int:
         """The highest `active` since creation, as far as the subclass's high-water marks know."""
-
-    async def _wait_on_clock(self, event: anyio.Event, seconds: float) -> None:
-        """Wait for *event* or for *seconds* of the injected clock, whichever comes first."""
-        async with anyio.create_task_group() as tg:
-
-            async def expire() -> None:
-                await self._clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(expire)
-            await event.wait()
-            tg.cancel_scope.cancel()
 
     def _settle(self, waiter: Waiter) -> float:
         """Finish a wait that ended without an exception: admitted, or timed out."""

@@ -11,18 +11,17 @@ from typing import TYPE_CHECKING, Final, Literal
 
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
 
     import anyio
 
+    from resilient._waiting import FutureEvent
+
 
 __all__ = [
     "ConcurrencyLimitStatistics",
-    "FutureEvent",
     "Order",
     "Waiter",
-    "expire",
 ]
 
 Order = Literal["fifo", "lifo"]
@@ -62,24 +61,6 @@ class ConcurrencyLimitStatistics:
     timed_out: int
     cancelled: int
     max_active: int
-
-
-class FutureEvent:
-    """An asyncio future seen as an event: `set()` resolves it (once), from its loop's thread."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future[None]) -> None:
-        self.future = future
-
-    def set(self) -> None:
-        expire(self.future)
-
-
-def expire(future: asyncio.Future[None]) -> None:
-    """Wake the waiter awaiting *future*: granted, or (still `WAITING`) timed out."""
-    if not future.done():
-        future.set_result(None)
 
 
 class Waiter:
