@@ -134,8 +134,17 @@ def _foreign_loop(backend: str, limit: Limit, tracker: Tracker, seed: int, n: in
 
 def _make(kind: str, order: str, rng: random.Random) -> tuple[Limit, int]:
     max_wait = rng.choice((0.003, 0.02))
+    # Half the runs with a standing-queue wait: waits of two lengths in one queue.
+    standing = rng.choice((None, 0.001))
     if kind == "static":
-        return ConcurrencyLimit(6, max_waiting=40, max_wait=max_wait, order=order), 6  # type: ignore[arg-type]
+        limit = ConcurrencyLimit(
+            6,
+            max_waiting=40,
+            max_wait=max_wait,
+            standing_wait=standing,
+            order=order,  # type: ignore[arg-type]
+        )
+        return limit, 6
     # Tiny windows: the limit moves all the time (and permits are retired while held).
     limit = AdaptiveConcurrencyLimit(
         initial_limit=4,
@@ -145,6 +154,7 @@ def _make(kind: str, order: str, rng: random.Random) -> tuple[Limit, int]:
         min_samples=3,
         max_waiting=40,
         max_wait=max_wait,
+        standing_wait=standing,
         order=order,  # type: ignore[arg-type]
     )
     return limit, 8
