@@ -145,6 +145,16 @@ def test_a_queue_below_the_limit_cuts_it_to_the_knee_at_once() -> None:
     assert c.update(rtt=0.010, throughput=1000, inflight=10, drops=0) == pytest.approx(24)
 
 
+def test_slower_work_under_light_load_is_not_a_queue() -> None:
+    # Two calls in flight of 100 permits: a window 3x slower is a slower dependency, not calls
+    # queueing for each other. Cutting to 2 * gradient would shed everything once traffic came.
+    c = controller(initial_limit=100, tolerance=1.3, slow_start=True)
+    c.update(rtt=0.020, throughput=50, inflight=2, drops=0)
+    for _ in range(40):
+        assert c.update(rtt=0.060, throughput=50, inflight=3, drops=0) == 100
+    assert c.slow_start
+
+
 def test_an_overloaded_first_window_is_not_taken_for_the_baseline_after_an_idle_one() -> None:
     # Slow start from above the knee: an idle window first (low load), then a burst.
     c = controller(initial_limit=100, slow_start=True)

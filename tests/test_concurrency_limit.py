@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -654,6 +655,33 @@ def test_waiters_of_a_dead_loop_are_skipped_and_the_permit_goes_on() -> None:
     stats = limit.statistics()
     assert got == ["live"]
     assert (stats.cancelled, stats.active, stats.waiting) == (1, 0, 0)
+
+
+def test_a_waiter_whose_loop_closed_on_this_thread_does_not_keep_the_permit() -> None:
+    # The loop is closed without cancelling its tasks (no asyncio.run cleanup), and the permit
+    # is released later on the same thread, where the waiter's future is set directly.
+    limit = ConcurrencyLimit(1, max_wait=None)
+
+    async def wait() -> None:
+        async with limit:
+            pass  # pragma: no cover - its loop is closed before it gets the permit
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(limit.__aenter__())
+    task = first.create_task(wait())
+    first.run_until_complete(asyncio.sleep(0.01))
+    assert limit.statistics().waiting == 1
+    first.close()
+    second = asyncio.new_event_loop()
+    try:
+        second.run_until_complete(limit.__aexit__(None, None, None))  # no RuntimeError
+        second.run_until_complete(asyncio.wait_for(limit.__aenter__(), 1))  # the permit is free
+        second.run_until_complete(limit.__aexit__(None, None, None))
+    finally:
+        second.close()
+    stats = limit.statistics()
+    assert (stats.active, stats.waiting, stats.cancelled) == (0, 0, 1)
+    del task
 
 
 def test_a_permit_nobody_alive_can_take_goes_back_to_the_pool() -> None:

@@ -157,13 +157,16 @@ class GradientController:
     def _unsaturated(self, inflight: int, gradient: float) -> float | None:
         """The next limit after a window that left permits unused, or `None` to go on."""
         limit = self.limit
-        if gradient < 1.0:
-            # A queue, though the limit was not what held calls back: they queue for something
-            # they share (the event loop's CPU, a dependency). By Little's law the knee is near
-            # inflight * gradient; cut there at once, since the permits above were unused.
-            # Without this a limit that starts above the knee lets the queue grow until the
-            # limit is saturated (half of 100 calls at 2 ms of CPU each is a 100 ms queue).
-            self.slow_start = False
+        if gradient < 1.0 and inflight * (1.0 - gradient) >= max(1.0, _headroom(limit)):
+            # A queue (the queue Little's law implies is at least the headroom the limit allows
+            # itself above the knee), though the limit was not what held calls back: they
+            # queue for something they share (the event loop's CPU, a pool). By Little's law the
+            # knee is near inflight * gradient; cut there at once, since the permits above were
+            # unused. Without this a limit that starts above the knee lets the queue grow until
+            # it is full (half of 100 calls at 2 ms of CPU each is a 100 ms queue). With a few
+            # calls in flight a slower window is slower work (a dependency), not a queue of ours:
+            # no cut. Slow start goes on, so that a wrong cut can double back once latency is
+            # flat again.
             return min(limit, inflight * gradient + _headroom(inflight))
         if inflight * 2 < limit:
             return limit  # the limit was not the bottleneck: nothing learned about the knee

@@ -82,11 +82,11 @@ class Waiter:
 
     def wake(self) -> bool:
         """Wake the waiter (under the limit's lock); `False` if its event loop is gone."""
-        if self.schedule is None or self.thread == threading.get_ident():
-            self.event.set()
-            return True
         try:
-            self.schedule(self.event.set)
+            if self.schedule is None or self.thread == threading.get_ident():
+                self.event.set()  # a future of a loop closed meanwhile raises RuntimeError too
+            else:
+                self.schedule(self.event.set)
         except RuntimeError:  # asyncio: loop closed; trio: RunFinishedError
             return False
         return True
