@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import itertools
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -67,7 +68,7 @@ from resilient.metrics._sink import Instrumented, Measurement
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from resilient._clock import Clock
     from resilient._limit_parts import Order
@@ -228,10 +229,10 @@ class LimitCore(Policy[TokenT], Instrumented):
                 retry_after = self._retry_after_locked()
             raise self._reject(retry_after)
         self._check_queue()  # a full queue rejects before a waiter and its event are built
-        waiter = Waiter(threading.Event(), None, self._clock.now())
+        event = threading.Event()
+        waiter = Waiter(event, None, self._clock.now())
         if self._enqueue(waiter):
             return waiter.since
-        event: threading.Event = waiter.event  # type: ignore[assignment]
         budget = self._wait_budget(waiter.since)
         try:
             wait_thread(event, waiter.since, budget, self._clock, native=self._native_timeouts)
@@ -263,23 +264,20 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     async def _take_async(self) -> float:
         """Async slow path: wait for a permit or raise; return the admission time."""
-        loop = asyncio._get_running_loop()
+        loop, now = asyncio._get_running_loop(), self._clock.now()
+        wait: Callable[[float | None], Awaitable[None]]
         if loop is not None and self._native_timeouts:  # the cheap path: resilient._waiting
-            waiter = Waiter(
-                FutureEvent(loop.create_future()), loop.call_soon_threadsafe, self._clock.now()
-            )
+            future = FutureEvent(loop.create_future())
+            waiter = Waiter(future, loop.call_soon_threadsafe, now)
+            wait = functools.partial(wait_asyncio, future, loop)
         else:
-            waiter = Waiter(anyio.Event(), thread_safe_entry(native_loop()), self._clock.now())
+            event = anyio.Event()
+            waiter = Waiter(event, thread_safe_entry(native_loop()), now)
+            wait = functools.partial(wait_anyio, event, self._clock, native=self._native_timeouts)
         if self._enqueue(waiter):
             return waiter.since
-        budget = self._wait_budget(waiter.since)
-        event = waiter.event
         try:
-            if loop is not None and isinstance(event, FutureEvent):
-                await wait_asyncio(event, loop, budget)
-            else:
-                native = self._native_timeouts
-                await wait_anyio(cast("anyio.Event", event), budget, self._clock, native=native)
+            await wait(self._wait_budget(now))
         except BaseException:
             self._leave(waiter)
             raise

@@ -80,7 +80,7 @@ async def wait_asyncio(
 
 
 async def wait_anyio(
-    event: anyio.Event, budget: float | None, clock: Clock, *, native: bool
+    event: anyio.Event, clock: Clock, budget: float | None, *, native: bool
 ) -> None:
     """Wait for *event*, for at most *budget* seconds: of the event loop, or of *clock*."""
     if budget is None:

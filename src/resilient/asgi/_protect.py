@@ -19,6 +19,7 @@ Health-check paths are exempt from shedding and from the limit.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from resilient._adaptive import AdaptiveConcurrencyLimit
@@ -29,7 +30,7 @@ from resilient.asgi._status import StatusEndpoint
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from resilient._concurrency import ConcurrencyLimit
     from resilient._loop import LoopMonitor
@@ -42,14 +43,16 @@ __all__ = ["DEFAULT_EXEMPT", "protect"]
 DEFAULT_EXEMPT = ("/health", "/healthz", "/livez", "/readyz")
 """Paths that `protect()` never sheds or limits: the probes that decide whether to restart you."""
 
-LIMIT_DEFAULTS: dict[str, Any] = {
-    "initial_limit": 100,
-    "min_limit": 2,
-    "max_wait": 0.05,
-    "window": 0.25,
-    "tolerance": 1.3,
-    "slow_start": True,
-}
+LIMIT_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "initial_limit": 100,
+        "min_limit": 2,
+        "max_wait": 0.05,
+        "window": 0.25,
+        "tolerance": 1.3,
+        "slow_start": True,
+    }
+)
 """The options of the `AdaptiveConcurrencyLimit` that `protect()` makes when given no `limit`."""
 
 
