@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
-from resilient.asgi._policy import admit, exempt_paths, is_exempt, reject
+from resilient.asgi._policy import admit, exempt_matcher, exempt_paths, is_exempt, reject
 
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class ConcurrencyLimitMiddleware:
     websockets under overload with `LoadSheddingMiddleware`).
     """
 
-    __slots__ = ("app", "exempt", "limit")
+    __slots__ = ("_exempt", "app", "exempt", "limit")
 
     def __init__(self, app: ASGIApp, /, *, limit: Policy[Any], exempt: Iterable[str] = ()) -> None:
         if not isinstance(limit, Policy):
@@ -43,9 +43,10 @@ class ConcurrencyLimitMiddleware:
         self.app = app
         self.limit = limit
         self.exempt = exempt_paths(exempt)
+        self._exempt = exempt_matcher(self.exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_exempt(scope, self.exempt):
+        if scope["type"] != "http" or is_exempt(scope, self._exempt):
             await self.app(scope, receive, send)
             return
         limit = self.limit

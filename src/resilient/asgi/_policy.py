@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from resilient.asgi._types import Scope, Send
 
 
-__all__ = ["REJECTED", "admit", "body_unread", "exempt_paths", "is_exempt", "reject"]
+__all__ = [
+    "REJECTED",
+    "admit",
+    "body_unread",
+    "exempt_matcher",
+    "exempt_paths",
+    "is_exempt",
+    "reject",
+]
 
 REJECTED = "resilient.rejected"
 """Scope key set (to the rejecting policy's name) when a resilient middleware answered 503."""
@@ -44,11 +52,19 @@ async def reject(scope: Scope, send: Send, error: RejectedError) -> None:
     await respond(scope, send, 503, retry_after=retry_after, close=body_unread(scope))
 
 
+# Per-request checks below are plain loops, not `any(<generator>)`: besides the generator's own
+# cost, in the overload demo's server a generator per request made the app's own CPU-bound loop
+# run about 5% slower (docs/benchmarks.md, "Overload").
+
+
 def body_unread(scope: Scope) -> bool:
     """Whether the request declares a body (which an early answer leaves unread)."""
     if header(scope, b"transfer-encoding"):
         return True
-    return any(value.strip() not in (b"0", b"") for value in header(scope, b"content-length"))
+    for value in header(scope, b"content-length"):  # noqa: SIM110 - no generator, see above
+        if value.strip() not in (b"0", b""):
+            return True
+    return False
 
 
 def exempt_paths(paths: Iterable[str]) -> tuple[str, ...]:
@@ -61,9 +77,17 @@ def exempt_paths(paths: Iterable[str]) -> tuple[str, ...]:
     return prefixes
 
 
-def is_exempt(scope: Scope, prefixes: tuple[str, ...]) -> bool:
-    """Whether the request path is one of *prefixes* or below one."""
-    if not prefixes:
+def exempt_matcher(prefixes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """What `is_exempt` compares with: each prefix, and the same prefix ending in one '/'."""
+    return tuple((prefix, prefix.rstrip("/") + "/") for prefix in prefixes)
+
+
+def is_exempt(scope: Scope, matcher: tuple[tuple[str, str], ...]) -> bool:
+    """Whether the request path is one of the prefixes of *matcher* or below one."""
+    if not matcher:
         return False
     path: str = scope.get("path", "")
-    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+    for exact, below in matcher:  # noqa: SIM110 - no generator, see above
+        if path == exact or path.startswith(below):
+            return True
+    return False

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from resilient._loop import LoopMonitor
 from resilient._validate import in_range
-from resilient.asgi._policy import REJECTED, body_unread, exempt_paths, is_exempt
+from resilient.asgi._policy import REJECTED, body_unread, exempt_matcher, exempt_paths, is_exempt
 from resilient.asgi._respond import deny_websocket, respond
 from resilient.metrics._catalog import LOAD_SHEDDING_SHED
 from resilient.metrics._sink import Instrumented, Measurement
@@ -79,6 +79,7 @@ class LoadSheddingMiddleware(Instrumented):
     """
 
     __slots__ = (
+        "_exempt",
         "_owns_monitor",
         "_random",
         "_shed",
@@ -129,6 +130,7 @@ class LoadSheddingMiddleware(Instrumented):
             raise TypeError(msg)
         self.priority = priority
         self.exempt = exempt_paths(exempt)
+        self._exempt = exempt_matcher(self.exempt)
         self.retry_after = in_range("retry_after", retry_after, 0.0)
         self._random = rng if isinstance(rng, random.Random) else random.Random(rng)  # noqa: S311
         self._shed = {signal: 0 for signal, _ in self._signals}
@@ -150,7 +152,7 @@ class LoadSheddingMiddleware(Instrumented):
         monitor = self.monitor
         if monitor is not None and not monitor.running:
             monitor.start()  # no lifespan (or a new event loop): start on the first request
-        if kind not in ("http", "websocket") or is_exempt(scope, self.exempt):
+        if kind not in ("http", "websocket") or is_exempt(scope, self._exempt):
             await self.app(scope, receive, send)
             return
         pressure, signal = self.pressure()
