@@ -70,11 +70,12 @@ _ROW = 128
 def _spin(n: int) -> int:
     """Pure-Python CPU work: about *n* iterations of integer arithmetic (the GIL held throughout).
 
-    Every value stays among CPython's cached small ints (below 257), so the loop allocates
-    nothing. An allocating loop's speed depends on the allocator's state, which anything else
-    in the process changes: the demo's first loop, `x = (x + i * i) & 0xFFFF`, ran 9% slower
-    behind a do-nothing wrapper that kept three floats alive per request (docs/benchmarks.md),
-    and the demo needs the same CPU per request whatever serves the app.
+    Every value stays among CPython's cached small ints (below 257), so the loop allocates no
+    ints (only one short-lived iterator per 128 iterations). A loop that allocates all the time
+    runs at a speed that depends on the allocator's state, which anything else in the process
+    changes: the demo's first loop, `x = (x + i * i) & 0xFFFF`, ran 9% slower behind a
+    do-nothing wrapper that kept three floats alive per request (docs/benchmarks.md), and the
+    demo needs the same CPU per request whatever serves the app.
     """
     x = 0
     row = range(_ROW)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
-from resilient.asgi._policy import REJECTED, admit, exempt_matcher, exempt_paths, is_exempt, reject
+from resilient.asgi._policy import REJECTED, admit, exempt_paths, is_exempt, reject
 
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class CircuitBreakerMiddleware:
     for hours is not one call to time.
     """
 
-    __slots__ = ("_exempt", "app", "breaker", "exempt", "failure_status")
+    __slots__ = ("_exempt", "app", "breaker", "failure_status")
 
     def __init__(
         self,
@@ -66,8 +66,12 @@ class CircuitBreakerMiddleware:
         self.app = app
         self.breaker = breaker
         self.failure_status = failure_status
-        self.exempt = exempt_paths(exempt)
-        self._exempt = exempt_matcher(self.exempt)
+        self._exempt = exempt_paths(exempt)
+
+    @property
+    def exempt(self) -> tuple[str, ...]:
+        """The exempt path prefixes (read-only: prepared once, at construction)."""
+        return tuple(prefix for prefix, _ in self._exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope, self._exempt):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
-from resilient.asgi._policy import admit, exempt_matcher, exempt_paths, is_exempt, reject
+from resilient.asgi._policy import admit, exempt_paths, is_exempt, reject
 
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class ConcurrencyLimitMiddleware:
     websockets under overload with `LoadSheddingMiddleware`).
     """
 
-    __slots__ = ("_exempt", "app", "exempt", "limit")
+    __slots__ = ("_exempt", "app", "limit")
 
     def __init__(self, app: ASGIApp, /, *, limit: Policy[Any], exempt: Iterable[str] = ()) -> None:
         if not isinstance(limit, Policy):
@@ -42,8 +42,12 @@ class ConcurrencyLimitMiddleware:
             raise TypeError(msg)
         self.app = app
         self.limit = limit
-        self.exempt = exempt_paths(exempt)
-        self._exempt = exempt_matcher(self.exempt)
+        self._exempt = exempt_paths(exempt)
+
+    @property
+    def exempt(self) -> tuple[str, ...]:
+        """The exempt path prefixes (read-only: prepared once, at construction)."""
+        return tuple(prefix for prefix, _ in self._exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope, self._exempt):

@@ -27,7 +27,6 @@ __all__ = [
     "REJECTED",
     "admit",
     "body_unread",
-    "exempt_matcher",
     "exempt_paths",
     "is_exempt",
     "reject",
@@ -53,8 +52,8 @@ async def reject(scope: Scope, send: Send, error: RejectedError) -> None:
 
 
 # Per-request checks below are plain loops, not `any(<generator>)`: besides the generator's own
-# cost, in the overload demo's server a generator per request made the app's own CPU-bound loop
-# run about 5% slower (docs/benchmarks.md, "Overload").
+# cost, in one measurement in the overload demo's server a generator per request made the app's
+# own CPU-bound loop run about 6% slower (docs/benchmarks.md, "Overload").
 
 
 def body_unread(scope: Scope) -> bool:
@@ -67,23 +66,21 @@ def body_unread(scope: Scope) -> bool:
     return False
 
 
-def exempt_paths(paths: Iterable[str]) -> tuple[str, ...]:
-    """Validate path prefixes that a middleware lets through untouched (health checks)."""
+def exempt_paths(paths: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Validate path prefixes that a middleware lets through untouched (health checks).
+
+    Returns what `is_exempt` compares with: each prefix, and the same prefix ending in one '/'.
+    """
     prefixes = tuple(paths)
     for prefix in prefixes:
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             msg = f"exempt must hold path prefixes starting with '/', got {prefix!r}"
             raise ValueError(msg)
-    return prefixes
-
-
-def exempt_matcher(prefixes: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """What `is_exempt` compares with: each prefix, and the same prefix ending in one '/'."""
     return tuple((prefix, prefix.rstrip("/") + "/") for prefix in prefixes)
 
 
 def is_exempt(scope: Scope, matcher: tuple[tuple[str, str], ...]) -> bool:
-    """Whether the request path is one of the prefixes of *matcher* or below one."""
+    """Whether the request path is one of the prefixes of *matcher* (`exempt_paths`) or below."""
     if not matcher:
         return False
     path: str = scope.get("path", "")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from resilient._loop import LoopMonitor
 from resilient._validate import in_range
-from resilient.asgi._policy import REJECTED, body_unread, exempt_matcher, exempt_paths, is_exempt
+from resilient.asgi._policy import REJECTED, body_unread, exempt_paths, is_exempt
 from resilient.asgi._respond import deny_websocket, respond
 from resilient.metrics._catalog import LOAD_SHEDDING_SHED
 from resilient.metrics._sink import Instrumented, Measurement
@@ -85,7 +85,6 @@ class LoadSheddingMiddleware(Instrumented):
         "_shed",
         "_signals",
         "app",
-        "exempt",
         "monitor",
         "priority",
         "retry_after",
@@ -129,8 +128,7 @@ class LoadSheddingMiddleware(Instrumented):
             msg = f"priority must be a callable taking the scope, got {priority!r}"
             raise TypeError(msg)
         self.priority = priority
-        self.exempt = exempt_paths(exempt)
-        self._exempt = exempt_matcher(self.exempt)
+        self._exempt = exempt_paths(exempt)
         self.retry_after = in_range("retry_after", retry_after, 0.0)
         self._random = rng if isinstance(rng, random.Random) else random.Random(rng)  # noqa: S311
         self._shed = {signal: 0 for signal, _ in self._signals}
@@ -143,6 +141,11 @@ class LoadSheddingMiddleware(Instrumented):
             if value > highest:
                 highest, source = value, signal
         return min(highest, 1.0), source
+
+    @property
+    def exempt(self) -> tuple[str, ...]:
+        """The exempt path prefixes (read-only: prepared once, at construction)."""
+        return tuple(prefix for prefix, _ in self._exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
