@@ -134,44 +134,6 @@ def test_drops_back_off_and_idle_windows_teach_only_the_baseline() -> None:
     assert c.update(rtt=0.05, throughput=900, inflight=45, drops=0) < 45
 
 
-def test_waiting_calls_and_flat_latency_take_the_headroom_step_at_once() -> None:
-    # Saturated, latency at the baseline, throughput rising with the limit: without waiters the
-    # limit moves a fifth of the way to limit + headroom (smoothing 0.2); with calls waiting
-    # for permits it takes the whole step.
-    def window(c: GradientController, *, queued: bool, rtt: float = 0.010) -> float:
-        limit = c.limit
-        return c.update(
-            rtt=rtt, throughput=limit * 100, inflight=round(limit), drops=0, queued=queued
-        )
-
-    smoothed, queued = controller(initial_limit=100), controller(initial_limit=100)
-    for c in (smoothed, queued):
-        window(c, queued=False)  # sets the baseline, and the first point to compare with
-    before = smoothed.limit
-    headroom = min(math.sqrt(round(before)), round(before) / 10)
-    assert window(smoothed, queued=False) == pytest.approx(before + 0.2 * headroom, rel=0.01)
-    assert window(queued, queued=True) == pytest.approx(before + headroom, rel=0.01)
-    # Latency over the tolerance: waiters do not matter, the smoothed gradient step is taken.
-    before = queued.limit
-    assert window(queued, queued=True, rtt=0.020) < before
-
-
-def test_waiting_calls_do_not_lift_the_limit_past_a_flat_throughput_curve() -> None:
-    c = controller(initial_limit=20)
-    limits = []
-    for _ in range(200):
-        limit = c.limit
-        c.update(
-            rtt=0.010,
-            throughput=min(limit, 30) * 100,
-            inflight=math.ceil(limit),
-            drops=0,
-            queued=True,
-        )
-        limits.append(c.limit)
-    assert max(limits[-150:]) < 30 * 1.5  # the throughput guard still bounds it
-
-
 def test_a_queue_below_the_limit_cuts_it_to_the_knee_at_once() -> None:
     # A limit far above the knee (100) that is never full: calls queue for the CPU they share.
     c = controller(initial_limit=100, tolerance=1.3)

@@ -58,17 +58,12 @@ class Controller(RuleBasedStateMachine):
         error=st.floats(0.0, 1.0),
         throughput=st.floats(0.0, 1e5),
         used=st.floats(0.0, 1.0),
-        queued=st.booleans(),
     )
-    def window(
-        self, rtt: float, error: float, throughput: float, used: float, queued: bool
-    ) -> None:
+    def window(self, rtt: float, error: float, throughput: float, used: float) -> None:
         c = self.controller
         before, baseline = c.limit, c.baseline
         inflight = round(used * c.limit)
-        after = c.update(
-            rtt=rtt, error=error, throughput=throughput, inflight=inflight, drops=0, queued=queued
-        )
+        after = c.update(rtt=rtt, error=error, throughput=throughput, inflight=inflight, drops=0)
         if inflight * 2 < before:
             # The limit was not the bottleneck: it may only fall (a queue anyway), never rise.
             assert after <= before

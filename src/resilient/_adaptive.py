@@ -13,9 +13,7 @@ for (docs/concurrency.md has the picture):
   `min(sqrt(limit), limit / 10)`; `limit += smoothing * (new - limit)`. By Little's law, past the
   knee `limit * baseline / rtt` is the knee itself, so the limit settles just above it: enough
   queue to keep the service busy, no more. The `3 * se` allowance is there because the baseline
-  is the least of many noisy means: without it, noise alone reads as a queue. The step is taken
-  whole, not smoothed, when calls wait for permits, latency shows no queue and the last rise in
-  concurrency bought throughput: demand and the knee are then above the limit.
+  is the least of many noisy means: without it, noise alone reads as a queue.
 - **Baseline.** The lowest window latency seen. It does not follow the load up (Gradient2's long
   average does, which lets the limit climb for as long as an overload lasts:
   concurrency-limits#134). It is re-learned only on evidence that the service became slower for
@@ -279,7 +277,6 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             throughput=self._samples / elapsed,
             inflight=self._max_active,
             drops=self._drops,
-            queued=bool(self._queued),
         )
         self._start = now
         self._samples = 0

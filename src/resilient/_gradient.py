@@ -66,7 +66,6 @@ class GradientController:
         "_baseline_error",
         "_curve",
         "_history",
-        "_last",
         "_memory",
         "_probing",
         "_windows",
@@ -107,7 +106,6 @@ class GradientController:
         # the plateau does not forget where the knee was.
         self._curve: dict[int, list[float]] = {}  # log-bucket -> [throughput, seen, visits]
         self._windows = 0
-        self._last: tuple[float, float] | None = None  # the last saturated window's (x, y)
         self._probing = False
         self._memory = memory
         self.slow_start = slow_start
@@ -120,7 +118,6 @@ class GradientController:
         inflight: int,
         drops: int,
         error: float = 0.0,
-        queued: bool = False,
     ) -> float:
         """Take one window's aggregates; return the new limit (a float; callers round it).
 
@@ -130,7 +127,6 @@ class GradientController:
             throughput: successful calls per second in the window.
             inflight: the most calls in flight at once during the window.
             drops: calls that timed out during the window.
-            queued: whether calls were waiting for a permit as the window ended.
         """
         limit = self.limit
         if drops:
@@ -153,33 +149,10 @@ class GradientController:
                 return self._set(step)
         target = limit * gradient + _headroom(limit)
         if saturated:
-            return self._saturated(inflight, throughput, target, demand=queued and gradient >= 1)
-        self._last = None
+            target, cut = self._guard(inflight, throughput, target)
+            if cut:
+                return self._set(target)  # a cut is taken at once, not smoothed
         return self._set(limit + self.smoothing * (target - limit))
-
-    def _saturated(self, inflight: int, throughput: float, target: float, *, demand: bool) -> float:
-        """The next limit after a window that used (nearly) every permit."""
-        limit = self.limit
-        scaled = self._scaled(inflight, throughput)
-        target, cut = self._guard(inflight, throughput, target)
-        if cut:
-            return self._set(target)  # a cut is taken at once, not smoothed
-        if demand and scaled and target > limit:
-            # Calls wait for permits, latency shows no queue in the service, and the last rise
-            # in concurrency bought throughput: demand and the knee are above the limit. Take
-            # the headroom step at once: smoothed, each step would take five windows, too slow
-            # to follow a rise in load (a service going from half to all of its capacity would
-            # shed meanwhile). Without the throughput evidence the steps stay smoothed, slow
-            # enough for the throughput guard to see a flat curve.
-            return self._set(target)
-        return self._set(limit + self.smoothing * (target - limit))
-
-    def _scaled(self, inflight: int, throughput: float) -> bool:
-        """Whether throughput rose with concurrency since the last saturated window."""
-        last, self._last = self._last, (float(inflight), throughput)
-        if last is None or inflight <= last[0] or last[1] <= 0:
-            return False
-        return throughput / last[1] >= math.pow(inflight / last[0], _SCALING)
 
     def _unsaturated(self, inflight: int, gradient: float) -> float | None:
         """The next limit after a window that left permits unused, or `None` to go on."""
