@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
-from resilient.asgi._policy import REJECTED, admit, exempt_paths, is_exempt, reject
+from resilient.asgi._policy import REJECTED, Exempting, admit, exempt_paths, is_exempt, reject
 
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def _is_server_error(status: int) -> bool:
     return status >= 500  # noqa: PLR2004 - the 5xx class
 
 
-class CircuitBreakerMiddleware:
+class CircuitBreakerMiddleware(Exempting):
     """Guard an ASGI app with a `CircuitBreaker`: while it is open, answer 503 at once.
 
     Args:
@@ -67,11 +67,6 @@ class CircuitBreakerMiddleware:
         self.breaker = breaker
         self.failure_status = failure_status
         self._exempt = exempt_paths(exempt)
-
-    @property
-    def exempt(self) -> tuple[str, ...]:
-        """The exempt path prefixes (read-only: prepared once, at construction)."""
-        return tuple(prefix for prefix, _ in self._exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope, self._exempt):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from resilient._errors import RejectedError
 from resilient._wrap import Policy
-from resilient.asgi._policy import admit, exempt_paths, is_exempt, reject
+from resilient.asgi._policy import Exempting, admit, exempt_paths, is_exempt, reject
 
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["ConcurrencyLimitMiddleware"]
 
 
-class ConcurrencyLimitMiddleware:
+class ConcurrencyLimitMiddleware(Exempting):
     """Cap the requests in flight with a `ConcurrencyLimit` or an `AdaptiveConcurrencyLimit`.
 
     Args:
@@ -43,11 +43,6 @@ class ConcurrencyLimitMiddleware:
         self.app = app
         self.limit = limit
         self._exempt = exempt_paths(exempt)
-
-    @property
-    def exempt(self) -> tuple[str, ...]:
-        """The exempt path prefixes (read-only: prepared once, at construction)."""
-        return tuple(prefix for prefix, _ in self._exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_exempt(scope, self._exempt):

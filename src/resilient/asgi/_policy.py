@@ -23,14 +23,7 @@ if TYPE_CHECKING:
     from resilient.asgi._types import Scope, Send
 
 
-__all__ = [
-    "REJECTED",
-    "admit",
-    "body_unread",
-    "exempt_paths",
-    "is_exempt",
-    "reject",
-]
+__all__ = ["REJECTED", "Exempting", "admit", "body_unread", "exempt_paths", "is_exempt", "reject"]
 
 REJECTED = "resilient.rejected"
 """Scope key set (to the rejecting policy's name) when a resilient middleware answered 503."""
@@ -77,6 +70,21 @@ def exempt_paths(paths: Iterable[str]) -> tuple[tuple[str, str], ...]:
             msg = f"exempt must hold path prefixes starting with '/', got {prefix!r}"
             raise ValueError(msg)
     return tuple((prefix, prefix.rstrip("/") + "/") for prefix in prefixes)
+
+
+class Exempting:
+    """Mixin of the middleware with exempt paths: they keep `exempt_paths()`'s pairs in `_exempt`.
+
+    `exempt` is read-only: the prefixes are prepared once, so reassigning them would be ignored.
+    """
+
+    __slots__ = ()
+    _exempt: tuple[tuple[str, str], ...]
+
+    @property
+    def exempt(self) -> tuple[str, ...]:
+        """The exempt path prefixes (read-only: prepared once, at construction)."""
+        return tuple(prefix for prefix, _ in self._exempt)
 
 
 def is_exempt(scope: Scope, matcher: tuple[tuple[str, str], ...]) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from resilient._loop import LoopMonitor
 from resilient._validate import in_range
-from resilient.asgi._policy import REJECTED, body_unread, exempt_paths, is_exempt
+from resilient.asgi._policy import REJECTED, Exempting, body_unread, exempt_paths, is_exempt
 from resilient.asgi._respond import deny_websocket, respond
 from resilient.metrics._catalog import LOAD_SHEDDING_SHED
 from resilient.metrics._sink import Instrumented, Measurement
@@ -50,7 +50,7 @@ def delay_pressure(monitor: LoopMonitor, low: float, high: float) -> Callable[[]
     return pressure
 
 
-class LoadSheddingMiddleware(Instrumented):
+class LoadSheddingMiddleware(Instrumented, Exempting):
     """Shed requests (503 + `Retry-After`) in proportion to how overloaded the process is.
 
     HTTP requests and new websocket connections are shed alike, by the same signals, priority and
@@ -141,11 +141,6 @@ class LoadSheddingMiddleware(Instrumented):
             if value > highest:
                 highest, source = value, signal
         return min(highest, 1.0), source
-
-    @property
-    def exempt(self) -> tuple[str, ...]:
-        """The exempt path prefixes (read-only: prepared once, at construction)."""
-        return tuple(prefix for prefix, _ in self._exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
