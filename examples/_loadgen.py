@@ -13,6 +13,8 @@ falls behind cannot hide its delay (coordinated omission). A request goes to an 
 connection when there is one; otherwise a new connection is opened, up to `max_connections`; when
 every connection is busy the request is *dropped*. A request without an answer `timeout` seconds
 after its scheduled time is a *timeout*, and its connection is aborted, as a real client would.
+`warm(n)` opens connections ahead of a schedule, as a client with a connection pool (a proxy, a
+service mesh) comes to a load step with connections already open.
 
 Closed loop (`run_closed`): N connections, each sending its next request as soon as the previous
 answer arrives; used to find the server's capacity.
@@ -230,6 +232,47 @@ class LoadGenerator:
         self.connect_times.append(perf_counter() - issued)
         conn.send(sched, issued)
         self._watch(sched, conn)
+
+    async def warm(self, count: int) -> int:
+        """Open connections until *count* are idle and fresh; return how many were opened.
+
+        Each load level starts from the same client state, whatever the level before it left:
+        a pool sized for the level (see the demo), not one grown or aged by its history.
+        """
+        now = perf_counter()
+        fresh: list[_Connection] = []
+        for conn in self._idle:
+            if conn.alive and now - conn.last_used < _IDLE_MAX:
+                fresh.append(conn)
+            elif conn.alive:
+                conn.transport.close()  # type: ignore[union-attr]
+        self._idle = fresh
+        wanted = min(count - len(fresh), self.max_connections - self._open)
+        if wanted <= 0:
+            return 0
+        loop = asyncio.get_running_loop()
+        self._open += wanted  # as in _issue: counted while connecting, so _lost() balances it
+        results = await asyncio.gather(
+            *(
+                loop.create_connection(lambda: _Connection(self), self.host, self.port)
+                for _ in range(wanted)
+            ),
+            return_exceptions=True,
+        )
+        opened, now = 0, perf_counter()
+        for result in results:
+            if isinstance(result, BaseException):
+                self._open -= 1
+                continue
+            conn = result[1]
+            opened += 1
+            if conn.alive:  # else already counted out by _lost()
+                conn.last_used = now
+                self._all.add(conn)
+                self._idle.append(conn)
+        self.stats.connections_opened += opened
+        self.stats.peak_open = max(self.stats.peak_open, self._open)
+        return opened
 
     def _watch(self, sched: float, conn: _Connection) -> None:
         deadline = sched + self.timeout

@@ -8,13 +8,16 @@ For a CPU-bound and an I/O-bound example app (`overload_app.py`), each served by
 
 1. measures the capacity of the unprotected app with a closed-loop ramp (the best 2xx rate);
 2. drives open-loop load from core 1 (`_loadgen.py`: fixed-schedule arrivals, latency from the
-   scheduled time, 5 s client timeout, at most 4,096 connections) at each load level;
+   scheduled time, 5 s client timeout, at most 4,096 connections) at each load level, each
+   level starting with a pool of keep-alive connections sized for it (`POOL_LATENCY`);
 3. after the 5x level keeps sending at 0.5x and reports how fast latency is back to normal;
 4. prints one row per (app, server, level) and a verdict against the bars of issue 7.
 
 The verdict is information: the exit status is 0 whenever the run itself worked.
 
-Options: `--quick` (CI), `--kinds cpu io`, `--variants ...`, `--trace` (per-250 ms timelines of
+Options: `--quick` (CI), `--kinds cpu io`, `--variants ...` (the unprotected server always
+measures the capacity; it runs the levels only when listed), `--cold` (no pool opened before a
+level: it starts with whatever the last one left), `--trace` (per-250 ms timelines of
 the 2x and 5x levels), `--limit KEY=VALUE` (override an option of the adaptive limit
 that `protect` makes, to try other defaults). Every row also says what
 could make it untrustworthy: a generator behind its schedule, foreign CPU on either core, new
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -70,11 +74,18 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 LEVELS: dict[str, dict[str, tuple[float, ...]]] = {
     "full": {"cpu": (0.5, 1, 2, 5), "io": (0.5, 1, 2, 5)},
-    # 5x comes after 2x in both: the 2x level grows the client's pool of keep-alive connections,
-    # whereas a jump from 0.5x straight to 5x opens hundreds of connections at once, and uvloop
-    # accepts one per loop iteration (see the accept-queue note in the table).
+    # With `--cold`, 5x after 2x matters: the 2x level grows the client's pool, whereas a jump
+    # from 0.5x straight to 5x opens hundreds of connections at once, and uvloop accepts one per
+    # loop iteration (see the accept-queue note in the table).
     "quick": {"cpu": (0.5, 2, 5), "io": (1, 2)},
 }
+
+
+# Each level starts with at least rate x POOL_LATENCY idle keep-alive connections (Little's law
+# at the p99 bar): enough for a server that meets the bar, so no level opens with a burst of new
+# connections because of what the level before it left. A slower server still makes the client
+# open more, on demand. `--cold` skips this: the pool is whatever the last level left.
+POOL_LATENCY = 0.15
 
 
 @dataclass(frozen=True)
@@ -176,8 +187,10 @@ async def run_level(
     baseline: float | None,
     *,
     trace: bool = False,
+    cold: bool = False,
 ) -> Row:
     """One open-loop level; after the 5x level, also the recovery phase at 0.5x."""
+    warmed = 0 if cold else await gen.warm(math.ceil(row.level * row.capacity * POOL_LATENCY))
     meter = CpuMeter(server)
     first, connects_before, drops = len(gen.records), len(gen.connect_times), listen_drops()
     gen.quiesce()
@@ -204,6 +217,8 @@ async def run_level(
     records = gen.records[first:]
     summarize(row, [r for r in records if r.sched < end], begin, plan.phase)
     connects = gen.connect_times[connects_before:]
+    if warmed:
+        row.notes.append(f"{warmed} conns opened before the level")
     if connects:
         row.notes.append(
             f"{len(connects)} new conns, connect p50 {ms(percentile(connects, 50))}"
@@ -240,9 +255,19 @@ async def run_variant(kind: str, variant: str, plan: Plan, out: Outcome, args: A
                 print(f"    capacity: {out.capacity:.0f} rps", flush=True)
                 await server.cool_down()
             baseline = None
-            for level in plan.levels[kind]:
+            # `--variants` without `unprotected`: that server only measures the capacity.
+            levels = plan.levels[kind] if variant in args.variants else ()
+            for level in levels:
                 row = Row(kind, variant, level, out.capacity)
-                await run_level(gen, server, row, plan, baseline, trace=args.trace and level >= 2)
+                await run_level(
+                    gen,
+                    server,
+                    row,
+                    plan,
+                    baseline,
+                    trace=args.trace and level >= 2,
+                    cold=args.cold,
+                )
                 if level == 0.5:
                     # "Normal latency": the best 0.5x p99 of this app so far (the unprotected
                     # server ran first), so that one noisy 0.5x level cannot loosen the check.
@@ -252,7 +277,7 @@ async def run_variant(kind: str, variant: str, plan: Plan, out: Outcome, args: A
                 print(format_row(row), flush=True)
                 if row.recovery_text:
                     print(f"    after 5x, at 0.5x: {row.recovery_text}", flush=True)
-                elif level != plan.levels[kind][-1]:
+                elif level != levels[-1]:
                     await server.cool_down()
             print(
                 f"    generator: {gen.stats.connections_opened} connections opened, "
@@ -318,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=["cpu", "io"])
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--trace", action="store_true", help="timelines of the 2x and 5x levels")
+    parser.add_argument(
+        "--cold", action="store_true", help="no connection pool opened before each level"
+    )
     parser.add_argument("--levels", nargs="+", type=float, help="load levels, e.g. 0.5 5 (cold)")
     parser.add_argument(
         "--limit",
