@@ -80,6 +80,13 @@ class IdleMonitor(LoopMonitor):
         return True
 
 
+def full_limit() -> ConcurrencyLimit:
+    """A limit whose one permit is taken for good: every request through it is rejected."""
+    limit = ConcurrencyLimit(1, max_wait=0)
+    limit.__enter__()  # from no event loop: takes the permit and keeps it
+    return limit
+
+
 def main() -> int:
     monitor = IdleMonitor()
     cases = {
@@ -94,6 +101,10 @@ def main() -> int:
         "CircuitBreakerMiddleware": runner(CircuitBreakerMiddleware(app, breaker=CircuitBreaker())),
         "LoadSheddingMiddleware (loop delay)": runner(LoadSheddingMiddleware(app, monitor=monitor)),
         "protect(app), full stack": runner(protect(app, monitor=monitor)),
+        # Under overload most requests take this path: it has to stay cheap.
+        "protect(app), rejected by its limit (503)": runner(
+            protect(app, monitor=monitor, limit=full_limit())
+        ),
     }
     results = measure(cases, repeats=7, target=0.1)
     report("per request, in-process (asyncio)", results, "bare app")

@@ -153,6 +153,7 @@ class RecoveryCheck:
         self, gen: LoadGenerator, first: int, begin: float, end: float, limit: float
     ) -> None:
         self.gen, self.first, self.begin, self.end, self.limit = gen, first, begin, end, limit
+        self.horizon: float | None = None  # set when the check ends the phase
 
     def __call__(self, now: float) -> bool:
         if now - self.end < 1.5:
@@ -163,14 +164,28 @@ class RecoveryCheck:
             return False
         horizon = now - 0.3  # windows older than this have an outcome for every request
         found = recovery_time(records, self.gen, self.end, horizon, self.limit)
-        return found is not None and horizon - WINDOW - (self.end + found) >= 1.0
+        if found is not None and horizon - WINDOW - (self.end + found) >= 1.0:
+            self.horizon = horizon
+            return True
+        return False
 
 
 def describe_recovery(
-    row: Row, records: Sequence[Record], gen: LoadGenerator, end: float, baseline: float
+    row: Row,
+    records: Sequence[Record],
+    gen: LoadGenerator,
+    end: float,
+    baseline: float,
+    *,
+    horizon: float | None,
 ) -> None:
-    """Fill the recovery fields of a 5x *row* from the records after *end*."""
-    horizon = max(r.sched for r in records)
+    """Fill the recovery fields of a 5x *row* from the records after *end*.
+
+    *horizon* is where `RecoveryCheck` judged the phase over, if it ended it: requests sent in
+    its last 0.3 s were still on their way when the phase stopped, and are not judged.
+    """
+    if horizon is None:
+        horizon = max(r.sched for r in records)
     row.recovered = recovery_time(records, gen, end, horizon, 1.5 * baseline)
     limit_text = f"250 ms windows with p99 of 2xx <= {1.5 * baseline * 1e3:.1f} ms, >= 90% 2xx"
     if row.recovered is None:
@@ -234,7 +249,7 @@ async def run_level(
     if trace:
         print_timeline(records, begin, max(r.sched for r in records))
     if stop is not None and baseline is not None:
-        describe_recovery(row, records, gen, end, baseline)
+        describe_recovery(row, records, gen, end, baseline, horizon=stop.horizon)
     return row
 
 
