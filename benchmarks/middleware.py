@@ -101,7 +101,8 @@ def main() -> int:
         "CircuitBreakerMiddleware": runner(CircuitBreakerMiddleware(app, breaker=CircuitBreaker())),
         "LoadSheddingMiddleware (loop delay)": runner(LoadSheddingMiddleware(app, monitor=monitor)),
         "protect(app), full stack": runner(protect(app, monitor=monitor)),
-        # Under overload most requests take this path: it has to stay cheap.
+        # Under overload most requests are turned away: this is the cheapest way (a static
+        # limit, no wait); protect()'s adaptive limit may first let a request wait for a permit.
         "protect(app), rejected by its limit (503)": runner(
             protect(app, monitor=monitor, limit=full_limit())
         ),

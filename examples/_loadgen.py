@@ -233,11 +233,12 @@ class LoadGenerator:
         conn.send(sched, issued)
         self._watch(sched, conn)
 
-    async def warm(self, count: int) -> int:
+    async def warm(self, count: int, timeout: float = 2.0) -> int:
         """Open connections until *count* are idle and fresh; return how many were opened.
 
         Each load level starts from the same client state, whatever the level before it left:
-        a pool sized for the level (see the demo), not one grown or aged by its history.
+        a pool sized for the level (see the demo), not one grown or aged by its history. A
+        connection that fails or takes longer than *timeout* to connect is left out.
         """
         now = perf_counter()
         fresh: list[_Connection] = []
@@ -250,29 +251,30 @@ class LoadGenerator:
         wanted = min(count - len(fresh), self.max_connections - self._open)
         if wanted <= 0:
             return 0
-        loop = asyncio.get_running_loop()
-        self._open += wanted  # as in _issue: counted while connecting, so _lost() balances it
-        results = await asyncio.gather(
-            *(
-                loop.create_connection(lambda: _Connection(self), self.host, self.port)
-                for _ in range(wanted)
-            ),
-            return_exceptions=True,
-        )
-        opened, now = 0, perf_counter()
-        for result in results:
-            if isinstance(result, BaseException):
-                self._open -= 1
-                continue
-            conn = result[1]
-            opened += 1
-            if conn.alive:  # else already counted out by _lost()
-                conn.last_used = now
-                self._all.add(conn)
-                self._idle.append(conn)
-        self.stats.connections_opened += opened
+        opened = await asyncio.gather(*(self._open_idle(timeout) for _ in range(wanted)))
+        return sum(opened)
+
+    async def _open_idle(self, timeout: float) -> bool:
+        """Open one connection into the idle pool; `False` if it failed or timed out."""
+        self._open += 1  # as in _issue: counted while connecting, so _lost() balances it
+        self.stats.connections_opened += 1
         self.stats.peak_open = max(self.stats.peak_open, self._open)
-        return opened
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self), self.host, self.port), timeout
+            )
+        except (asyncio.TimeoutError, OSError):
+            self._open -= 1
+            return False
+        except BaseException:  # cancelled (Ctrl-C): keep the count right on the way out
+            self._open -= 1
+            raise
+        if conn.alive:  # else already counted out by _lost()
+            conn.last_used = perf_counter()
+            self._all.add(conn)
+            self._idle.append(conn)
+        return True
 
     def _watch(self, sched: float, conn: _Connection) -> None:
         deadline = sched + self.timeout

@@ -204,6 +204,8 @@ def print_harness_checks(rows: Sequence[Row]) -> None:
     print(
         f"  rows with foreign CPU > 10% of a core on the server's or generator's core: {len(noisy)}"
     )
+    if not any(row.variant == "unprotected" for row in rows):
+        print("  unprotected levels not run: no collapse to compare with")
     for row in rows:
         if row.variant == "unprotected" and row.level == max(
             r.level for r in rows if r.kind == row.kind

@@ -62,6 +62,7 @@ from overload_app import (
     VARIANTS,
     CpuMeter,
     ServerProcess,
+    accept_queue,
     listen_drops,
     sample_accept_queue,
     stop_all,
@@ -86,6 +87,8 @@ LEVELS: dict[str, dict[str, tuple[float, ...]]] = {
 # connections because of what the level before it left. A slower server still makes the client
 # open more, on demand. `--cold` skips this: the pool is whatever the last level left.
 POOL_LATENCY = 0.15
+# Requests sent less than this long ago may have no outcome yet: recovery is judged before it.
+IN_FLIGHT = 0.3
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,6 @@ class RecoveryCheck:
         self, gen: LoadGenerator, first: int, begin: float, end: float, limit: float
     ) -> None:
         self.gen, self.first, self.begin, self.end, self.limit = gen, first, begin, end, limit
-        self.horizon: float | None = None  # set when the check ends the phase
 
     def __call__(self, now: float) -> bool:
         if now - self.end < 1.5:
@@ -162,12 +164,9 @@ class RecoveryCheck:
         resolved = sum(1 for r in records if r.sched < self.end)
         if resolved < self.gen.scheduled_between(self.begin, self.end):
             return False
-        horizon = now - 0.3  # windows older than this have an outcome for every request
+        horizon = now - IN_FLIGHT
         found = recovery_time(records, self.gen, self.end, horizon, self.limit)
-        if found is not None and horizon - WINDOW - (self.end + found) >= 1.0:
-            self.horizon = horizon
-            return True
-        return False
+        return found is not None and horizon - WINDOW - (self.end + found) >= 1.0
 
 
 def describe_recovery(
@@ -176,22 +175,31 @@ def describe_recovery(
     gen: LoadGenerator,
     end: float,
     baseline: float,
-    *,
-    horizon: float | None,
 ) -> None:
     """Fill the recovery fields of a 5x *row* from the records after *end*.
 
-    *horizon* is where `RecoveryCheck` judged the phase over, if it ended it: requests sent in
-    its last 0.3 s were still on their way when the phase stopped, and are not judged.
+    Requests sent in the phase's last `IN_FLIGHT` seconds may still have been on their way
+    when it ended (and been aborted): the windows they fall in are not judged.
     """
-    if horizon is None:
-        horizon = max(r.sched for r in records)
+    horizon = max(r.sched for r in records) - IN_FLIGHT
     row.recovered = recovery_time(records, gen, end, horizon, 1.5 * baseline)
     limit_text = f"250 ms windows with p99 of 2xx <= {1.5 * baseline * 1e3:.1f} ms, >= 90% 2xx"
     if row.recovered is None:
         row.recovery_text = f"NOT recovered within {horizon - end:.1f} s ({limit_text})"
     else:
         row.recovery_text = f"recovered in {row.recovered:.2f} s ({limit_text})"
+
+
+async def warm_pool(gen: LoadGenerator, server: ServerProcess, rate: float) -> int:
+    """Open the pool a level at *rate* starts with (`POOL_LATENCY`); return how many opened."""
+    opened = await gen.warm(math.ceil(rate * POOL_LATENCY))
+    # The handshake completes in the kernel: wait (at most 2 s) until the server has accepted
+    # them all, one per loop iteration with uvloop, so the level does not start on queued ones.
+    for _ in range(40):
+        if accept_queue(server.port) == 0:
+            break
+        await asyncio.sleep(0.05)
+    return opened
 
 
 async def run_level(
@@ -205,9 +213,10 @@ async def run_level(
     cold: bool = False,
 ) -> Row:
     """One open-loop level; after the 5x level, also the recovery phase at 0.5x."""
-    warmed = 0 if cold else await gen.warm(math.ceil(row.level * row.capacity * POOL_LATENCY))
+    drops = listen_drops()
+    warmed = 0 if cold else await warm_pool(gen, server, row.level * row.capacity)
     meter = CpuMeter(server)
-    first, connects_before, drops = len(gen.records), len(gen.connect_times), listen_drops()
+    first, connects_before = len(gen.records), len(gen.connect_times)
     gen.quiesce()
     begin = time.perf_counter() + 0.01
     end = begin + plan.phase
@@ -249,7 +258,7 @@ async def run_level(
     if trace:
         print_timeline(records, begin, max(r.sched for r in records))
     if stop is not None and baseline is not None:
-        describe_recovery(row, records, gen, end, baseline, horizon=stop.horizon)
+        describe_recovery(row, records, gen, end, baseline)
     return row
 
 
@@ -284,8 +293,8 @@ async def run_variant(kind: str, variant: str, plan: Plan, out: Outcome, args: A
                     cold=args.cold,
                 )
                 if level == 0.5:
-                    # "Normal latency": the best 0.5x p99 of this app so far (the unprotected
-                    # server ran first), so that one noisy 0.5x level cannot loosen the check.
+                    # "Normal latency": the best 0.5x p99 of this app so far (of every server
+                    # run before this one), so that one noisy 0.5x level cannot loosen the check.
                     normal = [r.p99 for r in out.rows if r.level == 0.5 and r.p99 == r.p99]
                     baseline = min([*normal, row.p99])
                 out.rows.append(row)
@@ -361,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cold", action="store_true", help="no connection pool opened before each level"
     )
-    parser.add_argument("--levels", nargs="+", type=float, help="load levels, e.g. 0.5 5 (cold)")
+    parser.add_argument("--levels", nargs="+", type=float, help="load levels to run, e.g. 0.5 5")
     parser.add_argument(
         "--limit",
         metavar="KEY=VALUE",

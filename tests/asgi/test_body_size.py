@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -384,10 +385,57 @@ async def test_a_root_prefix_covers_every_path() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "header"),
-    [(0, b"1"), (0.2, b"1"), (1.0, b"1"), (1.01, b"2"), (30, b"30"), (float("inf"), b"1")],
+    [
+        (0, b"1"),
+        (0.2, b"1"),
+        (1.0, b"1"),
+        (1.01, b"2"),
+        (30, b"30"),
+        (120, b"120"),
+        (120.5, b"121"),
+        (86_400, b"86400"),
+        (float("inf"), b"1"),
+        (float("nan"), b"1"),
+    ],
 )
 def test_retry_after_is_whole_seconds_and_at_least_one(seconds: float, header: bytes) -> None:
     assert retry_after_header(seconds) == header
+
+
+@given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
+def test_retry_after_matches_its_rule_whatever_is_precomputed(seconds: float) -> None:
+    assert retry_after_header(seconds) == str(max(1, math.ceil(seconds))).encode()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [(503, None, b"Service Unavailable\n"), (418, None, b"Error\n"), (503, b"busy", b"busy")],
+)
+async def test_an_early_answer_declares_its_exact_length(
+    status: int, body: bytes | None, expected: bytes
+) -> None:
+    client = Client()
+    await respond(http_scope(), client.send, status, body)
+    assert client.status == status
+    assert client.body == expected
+    assert client.headers[b"content-length"] == str(len(expected)).encode()
+
+
+@pytest.mark.anyio
+async def test_each_early_answer_gets_its_own_header_list() -> None:
+    # Middleware outside may add headers in place: a shared list would carry them over.
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    await respond(http_scope(), send, 503)
+    first = sent[0]["headers"]
+    assert isinstance(first, list)
+    first.append((b"x-added", b"1"))
+    await respond(http_scope(), send, 503)
+    assert (b"x-added", b"1") not in sent[2]["headers"]  # type: ignore[operator]
 
 
 @pytest.mark.anyio

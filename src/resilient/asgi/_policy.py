@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from resilient._wrap import MUST_WAIT
-from resilient.asgi._respond import header, respond
+from resilient.asgi._respond import respond
 
 
 if TYPE_CHECKING:
@@ -50,11 +50,15 @@ async def reject(scope: Scope, send: Send, error: RejectedError) -> None:
 
 
 def body_unread(scope: Scope) -> bool:
-    """Whether the request declares a body (which an early answer leaves unread)."""
-    if header(scope, b"transfer-encoding"):
-        return True
-    for value in header(scope, b"content-length"):  # noqa: SIM110 - no generator, see above
-        if value.strip() not in (b"0", b""):
+    """Whether the request declares a body (which an early answer leaves unread).
+
+    One pass over the headers and nothing built: every rejection under overload asks.
+    """
+    for name, value in scope.get("headers", ()):
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return True
+        if lowered == b"content-length" and value.strip() not in (b"0", b""):
             return True
     return False
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from resilient.asgi._types import Message, Receive, Scope, Send
 
 
-__all__ = ["deny_websocket", "header", "is_http1", "respond", "retry_after_header"]
+__all__ = ["deny_websocket", "is_http1", "respond", "retry_after_header"]
 
 DENIAL_EXTENSION = "websocket.http.response"
 TRY_AGAIN_LATER = 1013
@@ -34,9 +34,22 @@ _REASONS = {
 }
 
 
+# Built once: under overload most requests get one of these answers, so what can be prepared is.
+_PLAIN_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_DEFAULT_BODIES = {
+    status: (reason + b"\n", (b"content-length", str(len(reason) + 1).encode()))
+    for status, reason in _REASONS.items()
+}
+_WHOLE_SECONDS = {seconds: str(seconds).encode() for seconds in range(1, 121)}
+
+
 def retry_after_header(seconds: float) -> bytes:
     """Format *seconds* as `Retry-After` delay-seconds: a whole number, rounded up, at least 1."""
-    return str(max(1, math.ceil(seconds))).encode() if math.isfinite(seconds) else b"1"
+    if not math.isfinite(seconds):
+        return b"1"
+    whole = max(1, math.ceil(seconds))
+    text = _WHOLE_SECONDS.get(whole)
+    return text if text is not None else str(whole).encode()
 
 
 async def respond(
@@ -49,11 +62,13 @@ async def respond(
     close: bool = False,
 ) -> None:
     """Send a complete plain-text response; swallow the errors of a client that went away."""
-    text = body if body is not None else _REASONS.get(status, b"Error") + b"\n"
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(text)).encode()),
-    ]
+    default = _DEFAULT_BODIES.get(status) if body is None else None
+    if default is not None:
+        text, length = default
+    else:
+        text = body if body is not None else b"Error\n"
+        length = (b"content-length", str(len(text)).encode())
+    headers = [_PLAIN_TEXT, length]  # a new list each time: other middleware may append to it
     if retry_after is not None:
         headers.append((b"retry-after", retry_after_header(retry_after)))
     if close and is_http1(scope):
@@ -92,11 +107,6 @@ async def deny_websocket(
         return
     with contextlib.suppress(OSError):  # ASGI 2.4: a disconnected client raises an OSError
         await send({"type": "websocket.close", "code": code})
-
-
-def header(scope: Scope, name: bytes) -> list[bytes]:
-    """Return every value of the request header *name* (lowercase), in order."""
-    return [value for key, value in scope.get("headers", ()) if key.lower() == name]
 
 
 def is_http1(scope: Scope) -> bool:
