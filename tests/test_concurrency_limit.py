@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 
@@ -349,6 +350,62 @@ async def test_async_wait_expires_on_the_fake_clock() -> None:
         await settle()
         assert outcome == ["timeout"]
     assert limit.statistics().timed_out == 1
+
+
+@pytest.mark.anyio
+async def test_a_permit_never_goes_to_a_waiter_past_its_deadline() -> None:
+    # On a busy event loop a waiter's own timer fires late. A permit released in between must
+    # not admit it after more than max_wait: it times out, and the permit stays free.
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(1, max_wait=1.0, clock=clock)
+    outcome: list[str] = []
+
+    async def waiter() -> None:
+        try:
+            async with limit:
+                outcome.append("admitted")
+        except ConcurrencyLimitError:
+            outcome.append("timeout")
+
+    async with anyio.create_task_group() as tg:
+        await limit.__aenter__()
+        tg.start_soon(waiter)
+        await settle()
+        assert limit.statistics().waiting == 1
+        clock.advance(1.5)  # past its deadline; the waiter has not run since
+        await limit.__aexit__(None, None, None)
+        stats = limit.statistics()
+        assert (stats.active, stats.waiting) == (0, 0)  # the permit stayed free
+        await settle()
+    assert outcome == ["timeout"]
+    stats = limit.statistics()
+    assert (stats.admitted, stats.timed_out, stats.cancelled, stats.active) == (1, 1, 0, 0)
+    async with limit:  # and the next caller gets it at once
+        assert limit.statistics().active == 1
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_after_it_expired_is_counted_once() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(1, max_wait=1.0, clock=clock)
+
+    async def waiter() -> None:
+        # Cancelled before it runs again, or (if the backend hands it its wake-up first) timed
+        # out: either way it is counted once, and leaves the queue once.
+        with contextlib.suppress(ConcurrencyLimitError):
+            async with limit:
+                pass  # pragma: no cover - never admitted
+
+    async with anyio.create_task_group() as tg:
+        await limit.__aenter__()
+        tg.start_soon(waiter)
+        await settle()
+        clock.advance(1.5)
+        await limit.__aexit__(None, None, None)  # the waiter is expired, not yet woken
+        tg.cancel_scope.cancel()
+    stats = limit.statistics()
+    assert (stats.waiting, stats.active, stats.timed_out + stats.cancelled) == (0, 0, 1)
+    assert limit._queued == 0
 
 
 @pytest.mark.anyio

@@ -48,6 +48,7 @@ from resilient._counting import count_value as _count_value
 from resilient._errors import ConcurrencyLimitError, fast_rejection
 from resilient._eventloop import native_loop, on_event_loop, thread_safe_entry
 from resilient._limit_parts import (
+    EXPIRED,
     GONE,
     GRANTED,
     WAITING,
@@ -230,10 +231,11 @@ class LimitCore(Policy[TokenT], Instrumented):
             raise self._reject(retry_after)
         self._check_queue()  # a full queue rejects before a waiter and its event are built
         event = threading.Event()
-        waiter = Waiter(event, None, self._clock.now())
+        now = self._clock.now()
+        budget = self._wait_budget(now)
+        waiter = Waiter(event, None, now, budget)
         if self._enqueue(waiter):
             return waiter.since
-        budget = self._wait_budget(waiter.since)
         try:
             wait_thread(event, waiter.since, budget, self._clock, native=self._native_timeouts)
         except BaseException:  # KeyboardInterrupt in the main thread
@@ -265,19 +267,20 @@ class LimitCore(Policy[TokenT], Instrumented):
     async def _take_async(self) -> float:
         """Async slow path: wait for a permit or raise; return the admission time."""
         loop, now = asyncio._get_running_loop(), self._clock.now()
+        budget = self._wait_budget(now)
         wait: Callable[[float | None], Awaitable[None]]
         if loop is not None and self._native_timeouts:  # the cheap path: resilient._waiting
             future = FutureEvent(loop.create_future())
-            waiter = Waiter(future, loop.call_soon_threadsafe, now)
+            waiter = Waiter(future, loop.call_soon_threadsafe, now, budget)
             wait = functools.partial(wait_asyncio, future, loop)
         else:
             event = anyio.Event()
-            waiter = Waiter(event, thread_safe_entry(native_loop()), now)
+            waiter = Waiter(event, thread_safe_entry(native_loop()), now, budget)
             wait = functools.partial(wait_anyio, event, self._clock, native=self._native_timeouts)
         if self._enqueue(waiter):
             return waiter.since
         try:
-            await wait(self._wait_budget(now))
+            await wait(budget)
         except BaseException:
             self._leave(waiter)
             raise
@@ -341,8 +344,9 @@ class LimitCore(Policy[TokenT], Instrumented):
                 self._wait = smooth(self._wait, waited)
                 result = "admitted"
             else:
+                if waiter.state == WAITING:  # not EXPIRED: that one left the queue already
+                    self._queued -= 1
                 waiter.state = GONE
-                self._queued -= 1
                 self._timed_out += 1
                 result = "timeout"
                 retry_after = self._retry_after_locked()
@@ -358,8 +362,9 @@ class LimitCore(Policy[TokenT], Instrumented):
                 self._permits.append(None)
                 self._dispatch_locked()
             else:
+                if waiter.state == WAITING:
+                    self._queued -= 1
                 waiter.state = GONE
-                self._queued -= 1
             self._cancelled += 1
         waited = self._clock.now() - waiter.since
         self._emit(CONCURRENCY_LIMIT_WAIT, waited, self._attributes(result="cancelled"))
@@ -375,30 +380,42 @@ class LimitCore(Policy[TokenT], Instrumented):
             except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
                 break
             self._debt -= 1
-        queue = self._queue
-        pop = queue.pop if self._lifo else queue.popleft
         while self._queued and permits:
             try:
                 permits.pop()
             except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
                 break
-            while True:
-                if not queue:  # pragma: no cover - _queued counts live waiters in the deque
-                    permits.append(None)
-                    return
-                waiter = pop()
-                if waiter.state != WAITING:
-                    continue
+            if not self._grant_locked():
+                permits.append(None)  # nobody left to take it
+                return
+
+    def _grant_locked(self) -> bool:
+        """Hand one permit to the next live waiter in order; `False` if none is left."""
+        queue = self._queue
+        pop = queue.pop if self._lifo else queue.popleft
+        now = None  # read once, when a waiter is first looked at
+        while queue:
+            waiter = pop()
+            if waiter.state != WAITING:
+                continue
+            if now is None:
+                now = self._clock.now()
+            self._queued -= 1
+            if waiter.deadline <= now:
+                # Its wait is over, though its own timer (late on a busy loop) has not said so:
+                # a permit now would admit a caller past `max_wait`. Wake it to time out.
+                waiter.state = EXPIRED
+            else:
                 waiter.state = GRANTED
-                self._queued -= 1
-                if waiter.wake():
-                    break
+            if not waiter.wake():
                 # Its event loop is gone, and its task with it: nobody will settle this waiter.
                 waiter.state = GONE
                 self._cancelled += 1
-                if not self._queued:
-                    permits.append(None)
-                    return
+            elif waiter.state == GRANTED:
+                return True
+            if not self._queued:
+                return False
+        return False  # pragma: no cover - _queued counts live waiters in the deque
 
     def _set_limit_locked(self, limit: int) -> None:
         """Move the limit: add permits at once, or retire them now or as they come back."""

@@ -5,6 +5,7 @@ See `resilient._limit` for how the pieces fit.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
@@ -31,6 +32,9 @@ Order = Literal["fifo", "lifo"]
 WAITING: Final = 0
 GRANTED: Final = 1  # a permit was handed to this waiter; the waiter owns it now
 GONE: Final = 2  # the waiter left (timeout, cancellation, dead loop); releasers skip it
+# Its deadline passed before a permit came (its own timer, late on a busy loop, has not fired
+# yet): out of the queue, and woken to time out.
+EXPIRED: Final = 3
 
 
 @dataclass(frozen=True)
@@ -66,18 +70,21 @@ class ConcurrencyLimitStatistics:
 class Waiter:
     """One queued caller: its state, its wake-up primitive, and how to reach its thread."""
 
-    __slots__ = ("event", "schedule", "since", "state", "thread")
+    __slots__ = ("deadline", "event", "schedule", "since", "state", "thread")
 
     def __init__(
         self,
         event: threading.Event | anyio.Event | FutureEvent,
         schedule: Callable[[Callable[[], object]], object] | None,
         since: float,
+        budget: float | None = None,
     ) -> None:
         self.event = event
         self.thread = threading.get_ident()
         self.schedule = schedule  # the loop's thread-safe entry; None for a thread waiter
         self.since = since
+        # No permit is granted from this time on (clock seconds; inf: no bound).
+        self.deadline = math.inf if budget is None else since + budget
         self.state = WAITING
 
     def wake(self) -> bool:
