@@ -47,7 +47,7 @@ LIMIT_DEFAULTS: Mapping[str, Any] = MappingProxyType(
     {
         "initial_limit": 100,
         "min_limit": 2,
-        "max_wait": 0.05,
+        "max_wait": 0.075,
         "window": 0.25,
         "tolerance": 1.3,
         "slow_start": True,
@@ -77,7 +77,7 @@ def protect(
         max_body_size: request body limit in bytes (default 1 MiB; `None`: time limits only).
         limit: the concurrency limit (default: an `AdaptiveConcurrencyLimit` with the options
             in `LIMIT_DEFAULTS`: it starts at 100 in slow start, never goes below 2, uses 0.25 s
-            windows and `tolerance=1.3`, and lets a request wait at most 50 ms for a permit).
+            windows and `tolerance=1.3`, and lets a request wait at most 75 ms for a permit).
         monitor: the event-loop monitor behind shedding (default: a new one, started with the
             server's lifespan or on the first request).
         delay_low: loop delay (s) at which shedding starts (default 0.05).
