@@ -23,6 +23,9 @@ How it works, and why:
   which owns it from that instant: ownership is the waiter's state under the lock, never whether
   its wake-up has been delivered. A waiter cancelled or timed out in the same instant it was
   granted sees `GRANTED` and passes the permit on. No permit leaks, whatever is cancelled where.
+  A waiter whose budget has run out is never granted one, even if its own timer (late on a busy
+  loop) has not fired yet: the release marks it `EXPIRED`, out of the queue, and wakes it to
+  time out.
 - **Waking any caller from any thread.** A waiter's event (a `threading.Event`, an asyncio future,
   an `anyio.Event`: `resilient._waiting`, which also times the waits) is set directly when the
   release runs on the waiter's own thread, else through its loop's thread-safe entry
@@ -380,26 +383,26 @@ class LimitCore(Policy[TokenT], Instrumented):
             except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
                 break
             self._debt -= 1
+        if not (self._queued and permits):
+            return
+        now = self._clock.now()  # before any permit is taken: a clock that raises loses none
         while self._queued and permits:
             try:
                 permits.pop()
             except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
                 break
-            if not self._grant_locked():
+            if not self._grant_locked(now):
                 permits.append(None)  # nobody left to take it
                 return
 
-    def _grant_locked(self) -> bool:
+    def _grant_locked(self, now: float) -> bool:
         """Hand one permit to the next live waiter in order; `False` if none is left."""
         queue = self._queue
         pop = queue.pop if self._lifo else queue.popleft
-        now = None  # read once, when a waiter is first looked at
         while queue:
             waiter = pop()
             if waiter.state != WAITING:
                 continue
-            if now is None:
-                now = self._clock.now()
             self._queued -= 1
             if waiter.deadline <= now:
                 # Its wait is over, though its own timer (late on a busy loop) has not said so:
