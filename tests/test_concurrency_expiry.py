@@ -73,7 +73,7 @@ def make_limit(kind: str, order: str, standing: float | None, clock: FakeClock) 
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("order", ["fifo", "lifo"])
+@pytest.mark.parametrize("order", ["fifo", "lifo", "adaptive"])
 @pytest.mark.parametrize("kind", ["static", "adaptive"])
 @pytest.mark.anyio
 async def test_no_grant_past_a_deadline_and_nothing_lost(

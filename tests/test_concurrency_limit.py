@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from resilient import ConcurrencyLimit, ConcurrencyLimitError, ConcurrencyLimitStatistics
-from resilient._limit_parts import Waiter
+from resilient._limit_parts import OVERFLOW_MEMORY, Waiter
 from resilient.metrics import (
     CONCURRENCY_LIMIT_ACTIVE,
     CONCURRENCY_LIMIT_LIMIT,
@@ -263,6 +263,35 @@ async def test_waiters_are_served_in_order(order: str, expected: list[int]) -> N
             await settle()
         assert limit.statistics().waiting == 4
     assert served == expected
+
+
+@pytest.mark.anyio
+async def test_adaptive_order_serves_the_newest_first_while_the_queue_overflows() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(1, max_waiting=3, max_wait=None, order="adaptive", clock=clock)
+    assert limit.order == "adaptive"
+    served: list[str] = []
+
+    async def caller(name: str) -> None:
+        with contextlib.suppress(ConcurrencyLimitError):
+            async with limit:
+                served.append(name)
+
+    async def round_of(names: str) -> list[str]:
+        served.clear()
+        async with anyio.create_task_group() as tg, limit:
+            for name in names:
+                tg.start_soon(caller, name)
+                await settle()
+        return list(served)
+
+    assert await round_of("abc") == ["a", "b", "c"]  # no overflow: oldest first
+    assert await round_of("defg") == ["f", "e", "d"]  # g overflowed the queue: newest first
+    assert limit.statistics().rejected == 1
+    clock.advance(OVERFLOW_MEMORY - 0.01)
+    assert await round_of("hij") == ["j", "i", "h"]  # within a second of the overflow
+    clock.advance(0.02)
+    assert await round_of("klm") == ["k", "l", "m"]  # and oldest first again after it
 
 
 @pytest.mark.anyio

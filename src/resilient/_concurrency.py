@@ -92,8 +92,10 @@ class ConcurrencyLimit(LimitCore["float | None"]):
             newcomers wait at most this (in [0, `max_wait`]) until the queue has emptied once
             (CoDel's standing-queue test; Facebook's adaptive queue). Bursts still get the full
             `max_wait`; sustained overload gets answers fast. Default `None`: always `max_wait`.
-        order: `"fifo"` (the default, oldest waiter first) or `"lifo"` (newest first: under
-            overload the freshest callers, still wanted, are served and stale ones time out).
+        order: `"fifo"` (the default, oldest waiter first), `"lifo"` (newest first: under
+            overload the freshest callers, still wanted, are served and stale ones time out) or
+            `"adaptive"` (oldest first, but newest first for a second after the queue last
+            overflowed: fair while bursts pass, fresh under sustained overload).
         name: the name in metrics and in `ConcurrencyLimitError.name`.
         sink: where metrics go; default the process-wide sink.
         clock: the clock that times waits and holds; default `SystemClock`.

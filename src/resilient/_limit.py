@@ -40,6 +40,7 @@ import abc
 import asyncio
 import functools
 import itertools
+import math
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, TypeVar
@@ -54,6 +55,7 @@ from resilient._limit_parts import (
     EXPIRED,
     GONE,
     GRANTED,
+    OVERFLOW_MEMORY,
     WAITING,
     ConcurrencyLimitStatistics,
     Waiter,
@@ -96,6 +98,7 @@ class LimitCore(Policy[TokenT], Instrumented):
     """Permits, the wait queue, statistics and metrics; subclasses add the Policy hooks."""
 
     __slots__ = (
+        "_adaptive_order",
         "_admits",
         "_cancelled",
         "_clock",
@@ -109,6 +112,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         "_max_wait",
         "_max_waiting",
         "_native_timeouts",
+        "_overflow_at",
         "_permits",
         "_queue",
         "_queued",
@@ -141,8 +145,8 @@ class LimitCore(Policy[TokenT], Instrumented):
                 msg = "standing_wait needs a max_wait (a queue stands once it lasts max_wait)"
                 raise ValueError(msg)
             in_range("standing_wait", standing_wait, 0.0, max_wait)
-        if order not in ("fifo", "lifo"):
-            msg = f"order must be 'fifo' or 'lifo', got {order!r}"
+        if order not in ("fifo", "lifo", "adaptive"):
+            msg = f"order must be 'fifo', 'lifo' or 'adaptive', got {order!r}"
             raise ValueError(msg)
         if clock is not None and not (
             callable(getattr(clock, "now", None)) and hasattr(clock, "sleep")
@@ -161,6 +165,8 @@ class LimitCore(Policy[TokenT], Instrumented):
         self._max_waiting = 0 if max_wait == 0 else max_waiting
         self._max_wait = None if max_wait is None else float(max_wait)
         self._lifo = order == "lifo"
+        self._adaptive_order = order == "adaptive"
+        self._overflow_at = -math.inf  # when the queue last turned a caller away (adaptive order)
         self._clock = system_clock if clock is None else clock
         self._native_timeouts = isinstance(self._clock, SystemClock)
         self._standing_wait = None if standing_wait is None else float(standing_wait)
@@ -202,8 +208,8 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     @property
     def order(self) -> Order:
-        """`"fifo"` or `"lifo"`: which waiter a released permit goes to."""
-        return "lifo" if self._lifo else "fifo"
+        """`"fifo"`, `"lifo"` or `"adaptive"`: which waiter a released permit goes to."""
+        return "lifo" if self._lifo else "adaptive" if self._adaptive_order else "fifo"
 
     def statistics(self) -> ConcurrencyLimitStatistics:
         """Return a snapshot of the counters (exact when no call is entering or leaving)."""
@@ -262,8 +268,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                 self._empty_at = self._clock.now()  # the queue is empty: no standing queue
             lock.release()
             return
-        self._rejected += 1
-        retry_after = self._retry_after_locked()
+        retry_after = self._overflowed_locked()
         lock.release()
         raise self._reject(retry_after)
 
@@ -321,10 +326,16 @@ class LimitCore(Policy[TokenT], Instrumented):
                     self._admitted_now_locked()
                     return True
                 return False
-            self._rejected += 1
-            retry_after = self._retry_after_locked()
+            retry_after = self._overflowed_locked()
         # The sink is called without the lock: it may read statistics() (not reentrant).
         raise self._reject(retry_after)
+
+    def _overflowed_locked(self) -> float | None:
+        """Count a caller turned away by a full queue; return the `Retry-After` to give it."""
+        self._rejected += 1
+        if self._adaptive_order:
+            self._overflow_at = self._clock.now()
+        return self._retry_after_locked()
 
     def _admitted_now_locked(self) -> None:
         self._slow_admits += 1
@@ -398,7 +409,11 @@ class LimitCore(Policy[TokenT], Instrumented):
     def _grant_locked(self, now: float) -> bool:
         """Hand one permit to the next live waiter in order; `False` if none is left."""
         queue = self._queue
-        pop = queue.pop if self._lifo else queue.popleft
+        # Adaptive order (Facebook's adaptive LIFO): oldest first, but newest first while the
+        # queue overflows. Then the oldest waiters are the likeliest to be too late for their
+        # callers, and serving them first would make every admitted call wait the longest.
+        lifo = self._lifo or (self._adaptive_order and now - self._overflow_at < OVERFLOW_MEMORY)
+        pop = queue.pop if lifo else queue.popleft
         while queue:
             waiter = pop()
             if waiter.state != WAITING:

@@ -20,13 +20,18 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "OVERFLOW_MEMORY",
     "ConcurrencyLimitStatistics",
     "Order",
     "Waiter",
 ]
 
-Order = Literal["fifo", "lifo"]
-"""The order in which waiters get permits: oldest first, or newest first."""
+Order = Literal["fifo", "lifo", "adaptive"]
+"""The order in which waiters get permits: oldest first, newest first, or oldest first until the
+queue overflows (then newest first for `OVERFLOW_MEMORY` seconds after each overflow)."""
+
+OVERFLOW_MEMORY = 1.0
+"""Seconds an `"adaptive"` order serves the newest waiter first after its queue last overflowed."""
 
 # Waiter states. Every transition happens under the limit's lock.
 WAITING: Final = 0
