@@ -217,6 +217,9 @@ def test_elasticity_needs_spread_and_throughput() -> None:
         ({"min_samples": 0}, ValueError, "min_samples"),
         ({"max_waiting": -1}, ValueError, "max_waiting"),
         ({"order": "x"}, ValueError, "order"),
+        ({"tolerance": 1.3, "overload_tolerance": 1.5}, ValueError, "overload_tolerance"),
+        ({"overload_tolerance": 0.9}, ValueError, "overload_tolerance"),
+        ({"overload_tolerance": "1.1"}, TypeError, "overload_tolerance"),
     ],
 )
 def test_validation_names_the_parameter(
@@ -224,6 +227,36 @@ def test_validation_names_the_parameter(
 ) -> None:
     with pytest.raises(error, match=parameter):
         AdaptiveConcurrencyLimit(**kwargs)  # type: ignore[arg-type]
+
+
+def test_overload_tolerance_holds_while_the_queue_overflows() -> None:
+    clock = FakeClock()
+    limit = AdaptiveConcurrencyLimit(
+        initial_limit=1, max_limit=1, window=0.25, min_samples=1, max_wait=0, tolerance=1.3,
+        overload_tolerance=1.1, order="adaptive", clock=clock,
+    )  # fmt: skip
+
+    def window(*, overflow: bool) -> float:
+        token = limit._enter()
+        if overflow:
+            with pytest.raises(ConcurrencyLimitError):
+                limit._enter()  # no queue (max_wait=0): turned away, the queue overflowed
+        clock.advance(0.3)
+        limit._exit_ok(token, None)  # ends the window
+        return limit._controller.tolerance
+
+    assert window(overflow=False) == 1.3
+    assert window(overflow=True) == 1.1  # overloaded: aim lower
+    assert window(overflow=False) == 1.1  # 0.6 s after the overflow: still overloaded
+    clock.advance(1.0)
+    assert window(overflow=False) == 1.3  # a second on: back to the usual tolerance
+    fifo = AdaptiveConcurrencyLimit(
+        initial_limit=1, max_limit=1, overload_tolerance=1.0, tolerance=1.3, max_wait=0
+    )
+    fifo._enter()
+    with pytest.raises(ConcurrencyLimitError):
+        fifo._enter()
+    assert fifo._controller.tolerance == 1.3  # only the adaptive order knows overload
 
 
 def test_properties_and_repr() -> None:

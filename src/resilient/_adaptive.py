@@ -101,6 +101,9 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         max_wait: as for `ConcurrencyLimit`.
         standing_wait: as for `ConcurrencyLimit`.
         order: as for `ConcurrencyLimit`.
+        overload_tolerance: with `order="adaptive"`, the latency tolerance while the queue
+            overflows (in [1, `tolerance`]; default: `tolerance`): under sustained overload,
+            aim for lower latency, since the rest is turned away anyway.
         name: as for `ConcurrencyLimit`.
         sink: as for `ConcurrencyLimit`.
         clock: as for `ConcurrencyLimit`.
@@ -119,11 +122,13 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         "_drops",
         "_max_ever",
         "_min_samples",
+        "_overload_tolerance",
         "_quick",
         "_samples",
         "_squares",
         "_start",
         "_sum",
+        "_tolerance",
         "_window",
     )
 
@@ -143,6 +148,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         max_wait: float | None = 1.0,
         standing_wait: float | None = None,
         order: Order = "fifo",
+        overload_tolerance: float | None = None,
         name: str | None = None,
         sink: MetricsSink | None = None,
         clock: Clock | None = None,
@@ -177,6 +183,12 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             clock=clock,
         )
         self._controller = controller
+        self._tolerance = controller.tolerance
+        self._overload_tolerance = (
+            controller.tolerance
+            if overload_tolerance is None
+            else in_range("overload_tolerance", overload_tolerance, 1.0, controller.tolerance)
+        )
         self._window = window
         self._min_samples = min_samples
         # A window may end before `window` after this many samples: in slow start only (fast
@@ -271,6 +283,9 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         rtt = self._sum / n if n else None
         # The standard error of the window's mean latency: how far noise alone moves it.
         error = math.sqrt(max(0.0, self._squares / n - rtt * rtt) / n) if rtt is not None else 0.0
+        if self._overload_tolerance != self._tolerance:
+            overloaded = self._adaptive_order and self._overloaded_locked(now)
+            self._controller.tolerance = self._overload_tolerance if overloaded else self._tolerance
         limit = self._controller.update(
             rtt=rtt,
             error=error,

@@ -56,6 +56,7 @@ from resilient._limit_parts import (
     GONE,
     GRANTED,
     OVERFLOW_MEMORY,
+    OVERLOAD_QUEUE,
     WAITING,
     ConcurrencyLimitStatistics,
     Waiter,
@@ -295,7 +296,16 @@ class LimitCore(Policy[TokenT], Instrumented):
         return self._settle(waiter)
 
     def _capacity_locked(self) -> int:
-        return self._limit if self._max_waiting is None else self._max_waiting
+        capacity = self._limit if self._max_waiting is None else self._max_waiting
+        if self._adaptive_order and self._overloaded_locked(self._clock.now()):
+            # Under sustained overload waiting only adds latency: keep just enough waiters to
+            # take permits as they come back, and turn the rest away at once (cheaply).
+            return min(capacity, max(1, self._limit // OVERLOAD_QUEUE))
+        return capacity
+
+    def _overloaded_locked(self, now: float) -> bool:
+        """Whether the queue overflowed within the last `OVERFLOW_MEMORY` seconds."""
+        return now - self._overflow_at < OVERFLOW_MEMORY
 
     def _enqueue(self, waiter: Waiter) -> bool:
         """Take a permit at once (`True`) or queue *waiter* (`False`).
@@ -412,7 +422,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         # Adaptive order (Facebook's adaptive LIFO): oldest first, but newest first while the
         # queue overflows. Then the oldest waiters are the likeliest to be too late for their
         # callers, and serving them first would make every admitted call wait the longest.
-        lifo = self._lifo or (self._adaptive_order and now - self._overflow_at < OVERFLOW_MEMORY)
+        lifo = self._lifo or (self._adaptive_order and self._overloaded_locked(now))
         pop = queue.pop if lifo else queue.popleft
         while queue:
             waiter = pop()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OVERFLOW_MEMORY",
+    "OVERLOAD_QUEUE",
     "ConcurrencyLimitStatistics",
     "Order",
     "Waiter",
@@ -28,10 +29,13 @@ __all__ = [
 
 Order = Literal["fifo", "lifo", "adaptive"]
 """The order in which waiters get permits: oldest first, newest first, or oldest first until the
-queue overflows (then newest first for `OVERFLOW_MEMORY` seconds after each overflow)."""
+queue overflows (then, for `OVERFLOW_MEMORY` seconds after each overflow, newest first from a
+queue cut to `1 / OVERLOAD_QUEUE` of the limit)."""
 
 OVERFLOW_MEMORY = 1.0
-"""Seconds an `"adaptive"` order serves the newest waiter first after its queue last overflowed."""
+"""Seconds an `"adaptive"` order counts as overloaded after its queue last overflowed."""
+OVERLOAD_QUEUE = 10
+"""While overloaded, an `"adaptive"` order's queue holds at most the limit divided by this."""
 
 # Waiter states. Every transition happens under the limit's lock.
 WAITING: Final = 0
