@@ -217,9 +217,10 @@ def test_elasticity_needs_spread_and_throughput() -> None:
         ({"min_samples": 0}, ValueError, "min_samples"),
         ({"max_waiting": -1}, ValueError, "max_waiting"),
         ({"order": "x"}, ValueError, "order"),
-        ({"tolerance": 1.3, "overload_tolerance": 1.5}, ValueError, "overload_tolerance"),
-        ({"overload_tolerance": 0.9}, ValueError, "overload_tolerance"),
-        ({"overload_tolerance": "1.1"}, TypeError, "overload_tolerance"),
+        ({"tolerance": 1.3, "overload_tolerance": 1.5, "order": "adaptive"}, ValueError, "overl"),
+        ({"overload_tolerance": 0.9, "order": "adaptive"}, ValueError, "overload_tolerance"),
+        ({"overload_tolerance": "1.1", "order": "adaptive"}, TypeError, "overload_tolerance"),
+        ({"overload_tolerance": 1.0}, ValueError, "overload_tolerance needs order='adaptive'"),
     ],
 )
 def test_validation_names_the_parameter(
@@ -250,13 +251,6 @@ def test_overload_tolerance_holds_while_the_queue_overflows() -> None:
     assert window(overflow=False) == 1.1  # 0.6 s after the overflow: still overloaded
     clock.advance(1.0)
     assert window(overflow=False) == 1.3  # a second on: back to the usual tolerance
-    fifo = AdaptiveConcurrencyLimit(
-        initial_limit=1, max_limit=1, overload_tolerance=1.0, tolerance=1.3, max_wait=0
-    )
-    fifo._enter()
-    with pytest.raises(ConcurrencyLimitError):
-        fifo._enter()
-    assert fifo._controller.tolerance == 1.3  # only the adaptive order knows overload
 
 
 def test_properties_and_repr() -> None:

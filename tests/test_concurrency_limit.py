@@ -296,6 +296,40 @@ async def test_adaptive_order_serves_the_newest_first_while_the_queue_overflows(
     assert await round_of("klm") == ["k", "l", "m"]  # and oldest first again after it
 
 
+def test_adaptive_order_cuts_the_queue_to_a_tenth_of_the_limit_while_overloaded() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(25, max_wait=10, order="adaptive", clock=clock)
+    with limit._lock:
+        assert limit._capacity_locked(clock.now()) == 25  # as long as the limit
+        limit._overflowed_locked(clock.now())
+        assert limit._capacity_locked(clock.now()) == 2  # 25 // 10
+        assert limit.max_waiting is None  # the option as given
+    clock.advance(OVERFLOW_MEMORY)
+    with limit._lock:
+        assert limit._capacity_locked(clock.now()) == 25
+    capped = ConcurrencyLimit(25, max_waiting=1, max_wait=10, order="adaptive", clock=clock)
+    with capped._lock:
+        capped._overflowed_locked(clock.now())
+        assert capped._capacity_locked(clock.now()) == 1  # never more than max_waiting
+
+
+def test_a_clock_that_raises_in_the_queue_check_leaves_the_lock_free() -> None:
+    class Breaking(FakeClock):
+        broken = False
+
+        def now(self) -> float:
+            if self.broken:
+                raise OSError("clock gone")
+            return super().now()
+
+    clock = Breaking()
+    limit = ConcurrencyLimit(1, max_wait=1.0, order="adaptive", clock=clock)
+    clock.broken = True
+    with pytest.raises(OSError, match="clock gone"):
+        limit._check_queue()
+    assert not limit._lock.locked()
+
+
 @pytest.mark.anyio
 async def test_release_hands_off_instead_of_letting_newcomers_barge() -> None:
     limit = ConcurrencyLimit(1, max_wait=None)

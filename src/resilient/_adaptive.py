@@ -184,11 +184,15 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         )
         self._controller = controller
         self._tolerance = controller.tolerance
-        self._overload_tolerance = (
-            controller.tolerance
-            if overload_tolerance is None
-            else in_range("overload_tolerance", overload_tolerance, 1.0, controller.tolerance)
-        )
+        self._overload_tolerance = controller.tolerance
+        if overload_tolerance is not None:
+            if order != "adaptive":
+                msg = "overload_tolerance needs order='adaptive' (only it knows overload)"
+                raise ValueError(msg)
+            # At most `tolerance`: under overload the limit aims lower, never higher.
+            self._overload_tolerance = in_range(
+                "overload_tolerance", overload_tolerance, 1.0, controller.tolerance
+            )
         self._window = window
         self._min_samples = min_samples
         # A window may end before `window` after this many samples: in slow start only (fast

@@ -193,7 +193,8 @@ class LimitCore(Policy[TokenT], Instrumented):
         """The size of the wait queue (`None`: as many as the current limit).
 
         The queue in effect, which is not always the `max_waiting` passed: with `max_wait=0` (never
-        wait) it is `0`, whatever `max_waiting` was.
+        wait) it is `0`, whatever `max_waiting` was. With `order="adaptive"` the queue is also
+        cut, while overloaded, to a tenth of the limit (at least 1, at most this).
         """
         return self._max_waiting
 
@@ -262,14 +263,15 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     def _check_queue(self) -> None:
         """Async pre-check: raise at once, without building a waiter, if the queue is full."""
+        now = self._clock.now()  # before the lock, taken by hand: a clock that raises holds none
         lock = self._lock
         lock.acquire()
-        if self._queued < self._capacity_locked():
+        if self._queued < self._capacity_locked(now):
             if not self._queued and self._standing_wait is not None:
-                self._empty_at = self._clock.now()  # the queue is empty: no standing queue
+                self._empty_at = now  # the queue is empty: no standing queue
             lock.release()
             return
-        retry_after = self._overflowed_locked()
+        retry_after = self._overflowed_locked(now)
         lock.release()
         raise self._reject(retry_after)
 
@@ -295,9 +297,9 @@ class LimitCore(Policy[TokenT], Instrumented):
             raise
         return self._settle(waiter)
 
-    def _capacity_locked(self) -> int:
+    def _capacity_locked(self, now: float) -> int:
         capacity = self._limit if self._max_waiting is None else self._max_waiting
-        if self._adaptive_order and self._overloaded_locked(self._clock.now()):
+        if self._adaptive_order and self._overloaded_locked(now):
             # Under sustained overload waiting only adds latency: keep just enough waiters to
             # take permits as they come back, and turn the rest away at once (cheaply).
             return min(capacity, max(1, self._limit // OVERLOAD_QUEUE))
@@ -322,7 +324,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                 else:
                     self._admitted_now_locked()
                     return True
-            if self._queued < self._capacity_locked():
+            if self._queued < self._capacity_locked(self._clock.now()):
                 queue = self._queue
                 if len(queue) > 2 * self._queued + 16:
                     # Drop the waiters that left, so the deque stays O(live waiters).
@@ -336,15 +338,20 @@ class LimitCore(Policy[TokenT], Instrumented):
                     self._admitted_now_locked()
                     return True
                 return False
-            retry_after = self._overflowed_locked()
+            retry_after = self._overflowed_locked(self._clock.now())
         # The sink is called without the lock: it may read statistics() (not reentrant).
         raise self._reject(retry_after)
 
-    def _overflowed_locked(self) -> float | None:
-        """Count a caller turned away by a full queue; return the `Retry-After` to give it."""
+    def _overflowed_locked(self, now: float) -> float | None:
+        """Count a caller turned away by a full queue; return the `Retry-After` to give it.
+
+        For the adaptive order, any such caller (the short queue's included) keeps the limit
+        overloaded for another `OVERFLOW_MEMORY` seconds: the mode lasts while callers are
+        turned away, and ends a second after the last.
+        """
         self._rejected += 1
         if self._adaptive_order:
-            self._overflow_at = self._clock.now()
+            self._overflow_at = now
         return self._retry_after_locked()
 
     def _admitted_now_locked(self) -> None:

@@ -17,8 +17,9 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from resilient import CircuitBreaker, ConcurrencyLimit, LoopMonitor
+from resilient import AdaptiveConcurrencyLimit, CircuitBreaker, ConcurrencyLimit, LoopMonitor
 from resilient.asgi import (
+    ConcurrencyLimitMiddleware,
     LoadSheddingMiddleware,
     StatusEndpoint,
     protect,
@@ -307,6 +308,15 @@ async def test_protect_stacks_the_defaults_around_a_starlette_app() -> None:
     assert {"circuit_breakers", "concurrency_limits", "event_loops", "load_shedding"} <= set(
         status.json()
     )
+
+
+def test_protects_default_limit_treats_overflow_as_overload() -> None:
+    node: Any = protect(ok_app, max_body_size=None)
+    while not isinstance(node, ConcurrencyLimitMiddleware):
+        node = node.app
+    limit = node.limit
+    assert isinstance(limit, AdaptiveConcurrencyLimit)
+    assert (limit.order, limit.max_wait, limit._overload_tolerance) == ("adaptive", 0.075, 1.15)
 
 
 @pytest.mark.anyio
