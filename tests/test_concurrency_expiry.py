@@ -10,8 +10,10 @@ permit must be back and every attempt counted once.
 from __future__ import annotations
 
 import random
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,6 +23,11 @@ import pytest
 from resilient import AdaptiveConcurrencyLimit, ConcurrencyLimit, ConcurrencyLimitError
 from resilient._limit_parts import GONE, GRANTED, WAITING, Waiter
 from resilient.testing import FakeClock
+
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers.limits import queue_dead_waiter, start_queued_thread
 
 
 if TYPE_CHECKING:
@@ -170,20 +177,6 @@ async def test_no_grant_past_a_deadline_and_nothing_lost(
     assert not late, late[:3]
 
 
-def queue_dead_waiter(limit: ConcurrencyLimit, since: float, budget: float | None) -> Waiter:
-    """Queue a waiter whose event loop is gone (its wake-up raises, as a closed loop's does)."""
-
-    def closed(callback: object) -> None:
-        raise RuntimeError("Event loop is closed")
-
-    waiter = Waiter(threading.Event(), closed, since, budget)
-    waiter.thread = -1  # never "this thread": always through its (dead) loop
-    with limit._lock:
-        limit._queue.append(waiter)
-        limit._queued += 1
-    return waiter
-
-
 def test_a_dead_or_expired_waiter_is_skipped_for_a_live_one() -> None:
     clock = FakeClock(autojump=False)
     limit = ConcurrencyLimit(1, max_waiting=5, max_wait=1.0, clock=clock)
@@ -197,10 +190,7 @@ def test_a_dead_or_expired_waiter_is_skipped_for_a_live_one() -> None:
             admitted.append(1)
 
     clock.advance(0.5)
-    thread = threading.Thread(target=live)
-    thread.start()
-    while limit.statistics().waiting < 3:
-        time.sleep(0.001)
+    thread = start_queued_thread(limit, live, waiting=3)
     clock.advance(0.6)  # past the first one's deadline (1.0), not the live one's (1.5)
     limit.__exit__(None, None, None)
     thread.join(5)
@@ -229,10 +219,7 @@ def test_a_thread_waiter_expired_at_release_times_out_and_the_permit_stays_free(
         except ConcurrencyLimitError:
             outcome.append("timeout")
 
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    while limit.statistics().waiting < 1:
-        time.sleep(0.001)
+    thread = start_queued_thread(limit, waiter, waiting=1)
     with limit._lock:  # move time and release before the thread can look at the clock
         clock._time += 1.5
     limit.__exit__(None, None, None)

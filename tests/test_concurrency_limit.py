@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import sys
 import threading
 import time
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 from resilient import ConcurrencyLimit, ConcurrencyLimitError, ConcurrencyLimitStatistics
-from resilient._limit_parts import OVERFLOW_MEMORY, Waiter
+from resilient._limit_parts import OVERFLOW_MEMORY
 from resilient.metrics import (
     CONCURRENCY_LIMIT_ACTIVE,
     CONCURRENCY_LIMIT_LIMIT,
@@ -22,6 +24,11 @@ from resilient.metrics import (
     InMemorySink,
 )
 from resilient.testing import FakeClock, capture_metrics
+
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers.limits import queue_dead_waiter, start_queued_thread
 
 
 async def settle(rounds: int = 20) -> None:
@@ -300,17 +307,17 @@ def test_adaptive_order_cuts_the_queue_to_a_tenth_of_the_limit_while_overloaded(
     clock = FakeClock(autojump=False)
     limit = ConcurrencyLimit(25, max_wait=10, order="adaptive", clock=clock)
     with limit._lock:
-        assert limit._capacity_locked(clock.now()) == 25  # as long as the limit
-        limit._overflowed_locked(clock.now())
-        assert limit._capacity_locked(clock.now()) == 2  # 25 // 10
+        assert limit._capacity_locked() == 25  # as long as the limit
+        limit._overflowed_locked()
+        assert limit._capacity_locked() == 2  # 25 // 10
         assert limit.max_waiting is None  # the option as given
     clock.advance(OVERFLOW_MEMORY)
     with limit._lock:
-        assert limit._capacity_locked(clock.now()) == 25
+        assert limit._capacity_locked() == 25
     capped = ConcurrencyLimit(25, max_waiting=1, max_wait=10, order="adaptive", clock=clock)
     with capped._lock:
-        capped._overflowed_locked(clock.now())
-        assert capped._capacity_locked(clock.now()) == 1  # never more than max_waiting
+        capped._overflowed_locked()
+        assert capped._capacity_locked() == 1  # never more than max_waiting
 
 
 def test_a_clock_that_raises_in_the_queue_check_leaves_the_lock_free() -> None:
@@ -744,23 +751,10 @@ def test_a_permit_released_while_a_caller_registers_is_not_lost() -> None:
     limit.__exit__(None, None, None)
 
 
-def _dead_waiter(limit: ConcurrencyLimit) -> Waiter:
-    """A waiter whose event loop is gone: its wake-up cannot be scheduled."""
-
-    def closed(callback: object) -> None:
-        raise RuntimeError("Event loop is closed")
-
-    waiter = Waiter(threading.Event(), closed, 0.0)
-    waiter.thread = -1  # not this thread
-    limit._queue.append(waiter)
-    limit._queued += 1
-    return waiter
-
-
 def test_waiters_of_a_dead_loop_are_skipped_and_the_permit_goes_on() -> None:
     limit = ConcurrencyLimit(1, max_waiting=5, max_wait=5)
     limit.__enter__()
-    dead = _dead_waiter(limit)
+    dead = queue_dead_waiter(limit)
     assert "state=0" in repr(dead)
     got: list[str] = []
 
@@ -768,10 +762,7 @@ def test_waiters_of_a_dead_loop_are_skipped_and_the_permit_goes_on() -> None:
         with limit:
             got.append("live")
 
-    t = threading.Thread(target=live)
-    t.start()
-    while limit.statistics().waiting < 2:
-        time.sleep(0.001)
+    t = start_queued_thread(limit, live, waiting=2)
     limit.__exit__(None, None, None)
     t.join(5)
     stats = limit.statistics()
@@ -809,7 +800,7 @@ def test_a_waiter_whose_loop_closed_on_this_thread_does_not_keep_the_permit() ->
 def test_a_permit_nobody_alive_can_take_goes_back_to_the_pool() -> None:
     limit = ConcurrencyLimit(1, max_waiting=5)
     limit.__enter__()
-    _dead_waiter(limit)
+    queue_dead_waiter(limit)
     limit.__exit__(None, None, None)
     stats = limit.statistics()
     assert (stats.cancelled, stats.active, stats.waiting) == (1, 0, 0)

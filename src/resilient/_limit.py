@@ -263,16 +263,16 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     def _check_queue(self) -> None:
         """Async pre-check: raise at once, without building a waiter, if the queue is full."""
-        now = self._clock.now()  # before the lock, taken by hand: a clock that raises holds none
         lock = self._lock
         lock.acquire()
-        if self._queued < self._capacity_locked(now):
-            if not self._queued and self._standing_wait is not None:
-                self._empty_at = now  # the queue is empty: no standing queue
+        try:  # a clock that raises must not leave the lock held
+            if self._queued < self._capacity_locked():
+                if not self._queued and self._standing_wait is not None:
+                    self._empty_at = self._clock.now()  # the queue is empty: no standing queue
+                return
+            retry_after = self._overflowed_locked()
+        finally:
             lock.release()
-            return
-        retry_after = self._overflowed_locked(now)
-        lock.release()
         raise self._reject(retry_after)
 
     async def _take_async(self) -> float:
@@ -297,9 +297,9 @@ class LimitCore(Policy[TokenT], Instrumented):
             raise
         return self._settle(waiter)
 
-    def _capacity_locked(self, now: float) -> int:
+    def _capacity_locked(self) -> int:
         capacity = self._limit if self._max_waiting is None else self._max_waiting
-        if self._adaptive_order and self._overloaded_locked(now):
+        if self._adaptive_order and self._overloaded_locked(self._clock.now()):
             # Under sustained overload waiting only adds latency: keep just enough waiters to
             # take permits as they come back, and turn the rest away at once (cheaply).
             return min(capacity, max(1, self._limit // OVERLOAD_QUEUE))
@@ -324,7 +324,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                 else:
                     self._admitted_now_locked()
                     return True
-            if self._queued < self._capacity_locked(self._clock.now()):
+            if self._queued < self._capacity_locked():
                 queue = self._queue
                 if len(queue) > 2 * self._queued + 16:
                     # Drop the waiters that left, so the deque stays O(live waiters).
@@ -338,11 +338,11 @@ class LimitCore(Policy[TokenT], Instrumented):
                     self._admitted_now_locked()
                     return True
                 return False
-            retry_after = self._overflowed_locked(self._clock.now())
+            retry_after = self._overflowed_locked()
         # The sink is called without the lock: it may read statistics() (not reentrant).
         raise self._reject(retry_after)
 
-    def _overflowed_locked(self, now: float) -> float | None:
+    def _overflowed_locked(self) -> float | None:
         """Count a caller turned away by a full queue; return the `Retry-After` to give it.
 
         For the adaptive order, any such caller (the short queue's included) keeps the limit
@@ -350,8 +350,8 @@ class LimitCore(Policy[TokenT], Instrumented):
         turned away, and ends a second after the last.
         """
         self._rejected += 1
-        if self._adaptive_order:
-            self._overflow_at = now
+        if self._adaptive_order:  # only this order reads the clock on the rejection path
+            self._overflow_at = self._clock.now()
         return self._retry_after_locked()
 
     def _admitted_now_locked(self) -> None:
@@ -414,23 +414,23 @@ class LimitCore(Policy[TokenT], Instrumented):
         if not (self._queued and permits):
             return
         now = self._clock.now()  # before any permit is taken: a clock that raises loses none
+        # Adaptive order (Facebook's adaptive LIFO): oldest first, but newest first while the
+        # queue overflows. Then the oldest waiters are the likeliest to be too late for their
+        # callers, and serving them first would make every admitted call wait the longest.
+        lifo = self._lifo or (self._adaptive_order and self._overloaded_locked(now))
+        pop = self._queue.pop if lifo else self._queue.popleft
         while self._queued and permits:
             try:
                 permits.pop()
             except IndexError:  # pragma: no cover - a fast-path caller took it meanwhile
                 break
-            if not self._grant_locked(now):
+            if not self._grant_locked(pop, now):
                 permits.append(None)  # nobody left to take it
                 return
 
-    def _grant_locked(self, now: float) -> bool:
-        """Hand one permit to the next live waiter in order; `False` if none is left."""
+    def _grant_locked(self, pop: Callable[[], Waiter], now: float) -> bool:
+        """Hand one permit to the next live waiter, taken by *pop*; `False` if none is left."""
         queue = self._queue
-        # Adaptive order (Facebook's adaptive LIFO): oldest first, but newest first while the
-        # queue overflows. Then the oldest waiters are the likeliest to be too late for their
-        # callers, and serving them first would make every admitted call wait the longest.
-        lifo = self._lifo or (self._adaptive_order and self._overloaded_locked(now))
-        pop = queue.pop if lifo else queue.popleft
         while queue:
             waiter = pop()
             if waiter.state != WAITING:
