@@ -13,6 +13,7 @@ import pytest
 
 from resilient import AdaptiveConcurrencyLimit, ConcurrencyLimitError
 from resilient._gradient import GradientController
+from resilient._overload import OVERLOAD_MIN
 from resilient.metrics import CONCURRENCY_LIMIT_LIMIT
 from resilient.testing import FakeClock, capture_metrics
 
@@ -230,27 +231,28 @@ def test_validation_names_the_parameter(
         AdaptiveConcurrencyLimit(**kwargs)  # type: ignore[arg-type]
 
 
-def test_overload_tolerance_holds_while_the_queue_overflows() -> None:
+def test_overload_tolerance_holds_while_the_limit_is_overloaded() -> None:
     clock = FakeClock()
     limit = AdaptiveConcurrencyLimit(
         initial_limit=1, max_limit=1, window=0.25, min_samples=1, max_wait=0, tolerance=1.3,
         overload_tolerance=1.1, order="adaptive", clock=clock,
     )  # fmt: skip
 
-    def window(*, overflow: bool) -> float:
+    def window(*, turned_away: int) -> float:
         token = limit._enter()
-        if overflow:
+        for _ in range(turned_away):
             with pytest.raises(ConcurrencyLimitError):
-                limit._enter()  # no queue (max_wait=0): turned away, the queue overflowed
+                limit._enter()  # no queue (max_wait=0): turned away
         clock.advance(0.3)
         limit._exit_ok(token, None)  # ends the window
         return limit._controller.tolerance
 
-    assert window(overflow=False) == 1.3
-    assert window(overflow=True) == 1.1  # overloaded: aim lower
-    assert window(overflow=False) == 1.1  # 0.6 s after the overflow: still overloaded
+    assert window(turned_away=0) == 1.3
+    assert window(turned_away=1) == 1.3  # one of two turned away: too few to tell
+    assert window(turned_away=OVERLOAD_MIN) == 1.1  # overloaded: aim lower
+    assert window(turned_away=0) == 1.1  # the last two windows: 5 of 7 turned away
     clock.advance(1.0)
-    assert window(overflow=False) == 1.3  # a second on: back to the usual tolerance
+    assert window(turned_away=0) == 1.3  # after a lull: back to the usual tolerance
 
 
 def test_properties_and_repr() -> None:

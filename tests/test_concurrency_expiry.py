@@ -27,18 +27,13 @@ from resilient.testing import FakeClock
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers.limits import queue_dead_waiter, start_queued_thread
+from helpers.limits import queue_dead_waiter, settle, start_queued_thread
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from resilient._limit import LimitCore
-
-
-async def settle(rounds: int = 30) -> None:
-    for _ in range(rounds):
-        await anyio.lowlevel.checkpoint()
 
 
 def check_queue(limit: LimitCore[Any]) -> None:

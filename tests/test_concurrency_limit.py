@@ -15,7 +15,6 @@ import anyio.lowlevel
 import pytest
 
 from resilient import ConcurrencyLimit, ConcurrencyLimitError, ConcurrencyLimitStatistics
-from resilient._limit_parts import OVERFLOW_MEMORY
 from resilient.metrics import (
     CONCURRENCY_LIMIT_ACTIVE,
     CONCURRENCY_LIMIT_LIMIT,
@@ -28,13 +27,7 @@ from resilient.testing import FakeClock, capture_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers.limits import queue_dead_waiter, start_queued_thread
-
-
-async def settle(rounds: int = 20) -> None:
-    """Let every runnable task run until it blocks."""
-    for _ in range(rounds):
-        await anyio.lowlevel.checkpoint()
+from helpers.limits import queue_dead_waiter, settle, start_queued_thread
 
 
 async def until(predicate: object) -> None:
@@ -270,54 +263,6 @@ async def test_waiters_are_served_in_order(order: str, expected: list[int]) -> N
             await settle()
         assert limit.statistics().waiting == 4
     assert served == expected
-
-
-@pytest.mark.anyio
-async def test_adaptive_order_serves_the_newest_first_while_the_queue_overflows() -> None:
-    clock = FakeClock(autojump=False)
-    limit = ConcurrencyLimit(1, max_waiting=3, max_wait=None, order="adaptive", clock=clock)
-    assert limit.order == "adaptive"
-    served: list[str] = []
-
-    async def caller(name: str) -> None:
-        with contextlib.suppress(ConcurrencyLimitError):
-            async with limit:
-                served.append(name)
-
-    async def round_of(names: str) -> list[str]:
-        served.clear()
-        async with anyio.create_task_group() as tg, limit:
-            for name in names:
-                tg.start_soon(caller, name)
-                await settle()
-        return list(served)
-
-    assert await round_of("abc") == ["a", "b", "c"]  # no overflow: oldest first
-    assert await round_of("defg") == ["f", "e", "d"]  # g overflowed the queue: newest first
-    assert limit.statistics().rejected == 1
-    clock.advance(OVERFLOW_MEMORY - 0.01)
-    # Within a second of the overflow the queue holds a tenth of the limit (at least one).
-    assert await round_of("hij") == ["h"]
-    assert limit.statistics().rejected == 3
-    clock.advance(OVERFLOW_MEMORY + 0.01)  # a second after the last overflow (j's)
-    assert await round_of("klm") == ["k", "l", "m"]  # and oldest first again after it
-
-
-def test_adaptive_order_cuts_the_queue_to_a_tenth_of_the_limit_while_overloaded() -> None:
-    clock = FakeClock(autojump=False)
-    limit = ConcurrencyLimit(25, max_wait=10, order="adaptive", clock=clock)
-    with limit._lock:
-        assert limit._capacity_locked() == 25  # as long as the limit
-        limit._overflowed_locked()
-        assert limit._capacity_locked() == 2  # 25 // 10
-        assert limit.max_waiting is None  # the option as given
-    clock.advance(OVERFLOW_MEMORY)
-    with limit._lock:
-        assert limit._capacity_locked() == 25
-    capped = ConcurrencyLimit(25, max_waiting=1, max_wait=10, order="adaptive", clock=clock)
-    with capped._lock:
-        capped._overflowed_locked()
-        assert capped._capacity_locked() == 1  # never more than max_waiting
 
 
 def test_a_clock_that_raises_in_the_queue_check_leaves_the_lock_free() -> None:

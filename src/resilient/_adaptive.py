@@ -101,8 +101,8 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         max_wait: as for `ConcurrencyLimit`.
         standing_wait: as for `ConcurrencyLimit`.
         order: as for `ConcurrencyLimit`.
-        overload_tolerance: with `order="adaptive"`, the latency tolerance while the queue
-            overflows (in [1, `tolerance`]; default: `tolerance`): under sustained overload,
+        overload_tolerance: with `order="adaptive"`, the latency tolerance while the limit is
+            overloaded (in [1, `tolerance`]; default: `tolerance`): under sustained overload,
             aim for lower latency, since the rest is turned away anyway.
         name: as for `ConcurrencyLimit`.
         sink: as for `ConcurrencyLimit`.
@@ -288,7 +288,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         # The standard error of the window's mean latency: how far noise alone moves it.
         error = math.sqrt(max(0.0, self._squares / n - rtt * rtt) / n) if rtt is not None else 0.0
         if self._overload_tolerance != self._tolerance:
-            overloaded = self._adaptive_order and self._overloaded_locked(now)
+            overloaded = self._overloaded_locked(now)
             self._controller.tolerance = self._overload_tolerance if overloaded else self._tolerance
         limit = self._controller.update(
             rtt=rtt,

@@ -94,9 +94,10 @@ class ConcurrencyLimit(LimitCore["float | None"]):
             `max_wait`; sustained overload gets answers fast. Default `None`: always `max_wait`.
         order: `"fifo"` (the default, oldest waiter first), `"lifo"` (newest first: under
             overload the freshest callers, still wanted, are served and stale ones time out) or
-            `"adaptive"` (oldest first; but for a second after the queue last turned a caller
-            away, newest first from a queue cut to a tenth of the limit, at least 1: fair while
-            bursts pass, fresh and quick to refuse under sustained overload).
+            `"adaptive"` (oldest first; but while overloaded, that is while a fifth of the
+            callers of the last half second or so were turned away or left queued, newest first
+            from a queue cut to a tenth of the limit, at least 1: fair while bursts pass, fresh
+            and quick to refuse under sustained overload; `resilient._overload`).
         name: the name in metrics and in `ConcurrencyLimitError.name`.
         sink: where metrics go; default the process-wide sink.
         clock: the clock that times waits and holds; default `SystemClock`.

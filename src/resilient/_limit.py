@@ -40,7 +40,6 @@ import abc
 import asyncio
 import functools
 import itertools
-import math
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, TypeVar
@@ -55,13 +54,12 @@ from resilient._limit_parts import (
     EXPIRED,
     GONE,
     GRANTED,
-    OVERFLOW_MEMORY,
-    OVERLOAD_QUEUE,
     WAITING,
     ConcurrencyLimitStatistics,
     Waiter,
+    check_options,
 )
-from resilient._validate import at_least, in_range
+from resilient._overload import OVERLOAD_QUEUE, OVERLOAD_WINDOW, OverloadGauge
 from resilient._waiting import FutureEvent, wait_anyio, wait_asyncio, wait_thread
 from resilient._wrap import Policy
 from resilient.metrics._catalog import (
@@ -99,7 +97,6 @@ class LimitCore(Policy[TokenT], Instrumented):
     """Permits, the wait queue, statistics and metrics; subclasses add the Policy hooks."""
 
     __slots__ = (
-        "_adaptive_order",
         "_admits",
         "_cancelled",
         "_clock",
@@ -113,7 +110,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         "_max_wait",
         "_max_waiting",
         "_native_timeouts",
-        "_overflow_at",
+        "_overload",
         "_permits",
         "_queue",
         "_queued",
@@ -137,23 +134,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         clock: Clock | None,
         standing_wait: float | None = None,
     ) -> None:
-        if max_waiting is not None:
-            at_least("max_waiting", max_waiting, 0, "or None (as many as the limit)")
-        if max_wait is not None:
-            in_range("max_wait", max_wait, 0.0)
-        if standing_wait is not None:
-            if max_wait is None:
-                msg = "standing_wait needs a max_wait (a queue stands once it lasts max_wait)"
-                raise ValueError(msg)
-            in_range("standing_wait", standing_wait, 0.0, max_wait)
-        if order not in ("fifo", "lifo", "adaptive"):
-            msg = f"order must be 'fifo', 'lifo' or 'adaptive', got {order!r}"
-            raise ValueError(msg)
-        if clock is not None and not (
-            callable(getattr(clock, "now", None)) and hasattr(clock, "sleep")
-        ):
-            msg = f"clock must have now() and async sleep() methods, got {clock!r}"
-            raise TypeError(msg)
+        check_options(max_waiting, max_wait, standing_wait, order, clock)
         Instrumented.__init__(self, name, sink)
         self._rejected_attributes = self._attributes(result="rejected")  # built once: a hot path
         self._lock = threading.Lock()
@@ -166,9 +147,9 @@ class LimitCore(Policy[TokenT], Instrumented):
         self._max_waiting = 0 if max_wait == 0 else max_waiting
         self._max_wait = None if max_wait is None else float(max_wait)
         self._lifo = order == "lifo"
-        self._adaptive_order = order == "adaptive"
-        self._overflow_at = -math.inf  # when the queue last turned a caller away (adaptive order)
         self._clock = system_clock if clock is None else clock
+        # Only the adaptive order asks whether the limit is overloaded.
+        self._overload = OverloadGauge(self._clock.now()) if order == "adaptive" else None
         self._native_timeouts = isinstance(self._clock, SystemClock)
         self._standing_wait = None if standing_wait is None else float(standing_wait)
         self._empty_at = self._clock.now()  # when a slow-path caller last found no queue
@@ -211,7 +192,7 @@ class LimitCore(Policy[TokenT], Instrumented):
     @property
     def order(self) -> Order:
         """`"fifo"`, `"lifo"` or `"adaptive"`: which waiter a released permit goes to."""
-        return "lifo" if self._lifo else "adaptive" if self._adaptive_order else "fifo"
+        return "lifo" if self._lifo else "fifo" if self._overload is None else "adaptive"
 
     def statistics(self) -> ConcurrencyLimitStatistics:
         """Return a snapshot of the counters (exact when no call is entering or leaving)."""
@@ -222,7 +203,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                 limit=limit,
                 active=active,
                 waiting=self._queued,
-                admitted=_count_value(self._admits) + self._slow_admits,
+                admitted=self._admitted_locked(),
                 rejected=self._rejected,
                 timed_out=self._timed_out,
                 cancelled=self._cancelled,
@@ -299,15 +280,25 @@ class LimitCore(Policy[TokenT], Instrumented):
 
     def _capacity_locked(self) -> int:
         capacity = self._limit if self._max_waiting is None else self._max_waiting
-        if self._adaptive_order and self._overloaded_locked(self._clock.now()):
+        if self._overload is not None and self._overloaded_locked(self._clock.now()):
             # Under sustained overload waiting only adds latency: keep just enough waiters to
             # take permits as they come back, and turn the rest away at once (cheaply).
             return min(capacity, max(1, self._limit // OVERLOAD_QUEUE))
         return capacity
 
     def _overloaded_locked(self, now: float) -> bool:
-        """Whether the queue overflowed within the last `OVERFLOW_MEMORY` seconds."""
-        return now - self._overflow_at < OVERFLOW_MEMORY
+        """Whether an adaptive order's limit is overloaded (`resilient._overload`)."""
+        gauge = self._overload
+        if gauge is None:
+            return False
+        if now - gauge.window_start >= OVERLOAD_WINDOW:
+            turned_away = self._rejected + self._timed_out
+            if gauge.end_window(now, self._admitted_locked(), turned_away, self._queued):
+                self._trim_locked()
+        return gauge.overloaded
+
+    def _admitted_locked(self) -> int:
+        return _count_value(self._admits) + self._slow_admits
 
     def _enqueue(self, waiter: Waiter) -> bool:
         """Take a permit at once (`True`) or queue *waiter* (`False`).
@@ -331,6 +322,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                     self._queue = queue = deque(w for w in queue if w.state == WAITING)
                 queue.append(waiter)
                 self._queued += 1
+                self._check_overload_locked()
                 # A permit released between our failed pop and now: its releaser may have looked
                 # for waiters before we registered, so look for permits now that we have.
                 self._dispatch_locked()
@@ -343,16 +335,42 @@ class LimitCore(Policy[TokenT], Instrumented):
         raise self._reject(retry_after)
 
     def _overflowed_locked(self) -> float | None:
-        """Count a caller turned away by a full queue; return the `Retry-After` to give it.
-
-        For the adaptive order, any such caller (the short queue's included) keeps the limit
-        overloaded for another `OVERFLOW_MEMORY` seconds: the mode lasts while callers are
-        turned away, and ends a second after the last.
-        """
+        """Count a caller turned away by a full queue; return the `Retry-After` to give it."""
         self._rejected += 1
-        if self._adaptive_order:  # only this order reads the clock on the rejection path
-            self._overflow_at = self._clock.now()
+        self._check_overload_locked()
         return self._retry_after_locked()
+
+    def _check_overload_locked(self) -> None:
+        """The queue grew or turned a caller away: an adaptive order may be overloaded now."""
+        gauge = self._overload
+        if gauge is not None and not gauge.overloaded:
+            turned_away = self._rejected + self._timed_out
+            if gauge.check(self._admitted_locked(), turned_away, self._queued):
+                self._trim_locked()
+
+    def _trim_locked(self) -> None:
+        """Overload began: cut the queue to its overload length, the oldest waiters first.
+
+        They would wait longest for nothing: newest first, they are served last, if ever. Each
+        is woken to time out now, rather than at the end of its wait.
+        """
+        queue, keep = self._queue, self._capacity_locked()
+        while self._queued > keep and queue:
+            waiter = queue.popleft()
+            if waiter.state != WAITING:
+                continue
+            self._queued -= 1
+            self._wake_locked(waiter, EXPIRED)
+
+    def _wake_locked(self, waiter: Waiter, state: int) -> bool:
+        """Wake a waiter taken out of the queue, in *state*; `False` if nobody is left to wake."""
+        waiter.state = state
+        if waiter.wake():
+            return True
+        # Its event loop is gone, and its task with it: nobody will settle this waiter.
+        waiter.state = GONE
+        self._cancelled += 1
+        return False
 
     def _admitted_now_locked(self) -> None:
         self._slow_admits += 1
@@ -379,6 +397,7 @@ class LimitCore(Policy[TokenT], Instrumented):
                     self._queued -= 1
                 waiter.state = GONE
                 self._timed_out += 1
+                self._check_overload_locked()
                 result = "timeout"
                 retry_after = self._retry_after_locked()
         self._emit(CONCURRENCY_LIMIT_WAIT, waited, self._attributes(result=result))
@@ -414,10 +433,10 @@ class LimitCore(Policy[TokenT], Instrumented):
         if not (self._queued and permits):
             return
         now = self._clock.now()  # before any permit is taken: a clock that raises loses none
-        # Adaptive order (Facebook's adaptive LIFO): oldest first, but newest first while the
-        # queue overflows. Then the oldest waiters are the likeliest to be too late for their
-        # callers, and serving them first would make every admitted call wait the longest.
-        lifo = self._lifo or (self._adaptive_order and self._overloaded_locked(now))
+        # Adaptive order (Facebook's adaptive LIFO): oldest first, but newest first while
+        # overloaded. Then the oldest waiters are the likeliest to be too late for their callers,
+        # and serving them first would make every admitted call wait the longest.
+        lifo = self._lifo or self._overloaded_locked(now)
         pop = self._queue.pop if lifo else self._queue.popleft
         while self._queued and permits:
             try:
@@ -436,17 +455,10 @@ class LimitCore(Policy[TokenT], Instrumented):
             if waiter.state != WAITING:
                 continue
             self._queued -= 1
-            if waiter.deadline <= now:
-                # Its wait is over, though its own timer (late on a busy loop) has not said so:
-                # a permit now would admit a caller past `max_wait`. Wake it to time out.
-                waiter.state = EXPIRED
-            else:
-                waiter.state = GRANTED
-            if not waiter.wake():
-                # Its event loop is gone, and its task with it: nobody will settle this waiter.
-                waiter.state = GONE
-                self._cancelled += 1
-            elif waiter.state == GRANTED:
+            # A waiter past its deadline is woken to time out, though its own timer (late on a
+            # busy loop) has not fired yet: a permit now would admit a caller past `max_wait`.
+            granted = waiter.deadline > now
+            if self._wake_locked(waiter, GRANTED if granted else EXPIRED) and granted:
                 return True
             if not self._queued:
                 return False

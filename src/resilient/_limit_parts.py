@@ -10,32 +10,29 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from resilient._validate import at_least, in_range
+
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import anyio
 
+    from resilient._clock import Clock
     from resilient._waiting import FutureEvent
 
 
 __all__ = [
-    "OVERFLOW_MEMORY",
-    "OVERLOAD_QUEUE",
     "ConcurrencyLimitStatistics",
     "Order",
     "Waiter",
+    "check_options",
 ]
 
 Order = Literal["fifo", "lifo", "adaptive"]
-"""The order in which waiters get permits: oldest first, newest first, or oldest first until the
-queue overflows (then, for `OVERFLOW_MEMORY` seconds after each overflow, newest first from a
-queue cut to `1 / OVERLOAD_QUEUE` of the limit)."""
-
-OVERFLOW_MEMORY = 1.0
-"""Seconds an `"adaptive"` order counts as overloaded after its queue last overflowed."""
-OVERLOAD_QUEUE = 10
-"""While overloaded, an `"adaptive"` order's queue holds at most the limit divided by this."""
+"""The order in which waiters get permits: oldest first, newest first, or oldest first except
+while overloaded (then newest first, from a queue cut to a tenth of the limit:
+`resilient._overload`)."""
 
 # Waiter states. Every transition happens under the limit's lock.
 WAITING: Final = 0
@@ -74,6 +71,33 @@ class ConcurrencyLimitStatistics:
     timed_out: int
     cancelled: int
     max_active: int
+
+
+def check_options(
+    max_waiting: int | None,
+    max_wait: float | None,
+    standing_wait: float | None,
+    order: str,
+    clock: Clock | None,
+) -> None:
+    """Raise `TypeError` or `ValueError`, naming the option, for a bad option of a limit."""
+    if max_waiting is not None:
+        at_least("max_waiting", max_waiting, 0, "or None (as many as the limit)")
+    if max_wait is not None:
+        in_range("max_wait", max_wait, 0.0)
+    if standing_wait is not None:
+        if max_wait is None:
+            msg = "standing_wait needs a max_wait (a queue stands once it lasts max_wait)"
+            raise ValueError(msg)
+        in_range("standing_wait", standing_wait, 0.0, max_wait)
+    if order not in ("fifo", "lifo", "adaptive"):
+        msg = f"order must be 'fifo', 'lifo' or 'adaptive', got {order!r}"
+        raise ValueError(msg)
+    if clock is not None and not (
+        callable(getattr(clock, "now", None)) and hasattr(clock, "sleep")
+    ):
+        msg = f"clock must have now() and async sleep() methods, got {clock!r}"
+        raise TypeError(msg)
 
 
 class Waiter:

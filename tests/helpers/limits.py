@@ -6,6 +6,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 from resilient._limit_parts import Waiter
 
 
@@ -13,6 +15,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from resilient._limit import LimitCore
+
+
+async def settle(rounds: int = 30) -> None:
+    """Let every runnable task run until it blocks."""
+    for _ in range(rounds):
+        await anyio.lowlevel.checkpoint()
 
 
 def queue_dead_waiter(

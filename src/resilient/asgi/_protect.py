@@ -13,10 +13,10 @@ Outermost first, so that each layer rejects before the next does any work:
    and the first window whose latency shows that queue cuts the limit to the knee at once
    (Little's law), so it is not overrun. `tolerance=1.3` accepts the loop's own delay near
    capacity as no queue. Its wait queue (75 ms at most) absorbs what comes at or a little over
-   capacity; once it overflows, the limit treats the next second as sustained overload
-   (`order="adaptive"`): newest waiter first from a queue cut to a tenth of the limit, and
-   `overload_tolerance=1.15`, so that the requests it serves stay fast and the rest are turned
-   away at once.
+   capacity; once a fifth of the requests are turned away or left queued, the limit counts as
+   overloaded (`order="adaptive"`): newest waiter first from a queue cut to a tenth of the
+   limit, and `overload_tolerance=1.15`, so that the requests it serves stay fast and the rest
+   are turned away at once.
 
 Health-check paths are exempt from shedding and from the limit.
 """
@@ -84,8 +84,8 @@ def protect(
         limit: the concurrency limit (default: an `AdaptiveConcurrencyLimit` with the options
             in `LIMIT_DEFAULTS`: it starts at 100 in slow start, never goes below 2, uses 0.25 s
             windows and `tolerance=1.3`, and lets a request wait at most 75 ms for a permit;
-            while its queue overflows, it serves the newest waiter first from a queue cut to a
-            tenth of the limit, and aims at `overload_tolerance=1.15`).
+            while overloaded, it serves the newest waiter first from a queue cut to a tenth of
+            the limit, and aims at `overload_tolerance=1.15`).
         monitor: the event-loop monitor behind shedding (default: a new one, started with the
             server's lifespan or on the first request).
         delay_low: loop delay (s) at which shedding starts (default 0.05).
