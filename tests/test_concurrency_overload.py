@@ -238,3 +238,80 @@ def test_overload_found_at_a_window_end_cuts_the_queue_too() -> None:
     stats = limit.statistics()
     # Cut to 2 waiters: the 4 oldest let go (their loops are gone: counted as cancelled).
     assert (stats.waiting, stats.cancelled) == (2, 4)
+
+
+@pytest.mark.anyio
+async def test_callers_that_timed_out_stay_counted_as_turned_away() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(20, max_wait=0.1, order="adaptive", clock=clock)
+    refused: list[str] = []
+
+    async def caller(name: str) -> None:
+        try:
+            async with limit:
+                pass
+        except ConcurrencyLimitError:
+            refused.append(name)
+
+    async with contextlib.AsyncExitStack() as held, anyio.create_task_group() as tg:
+        for _ in range(20):
+            await held.enter_async_context(limit)
+        for name in "abcd":  # 4 of 24: no overload
+            tg.start_soon(caller, name)
+            await settle()
+        clock.advance(0.11)  # all four time out
+        await settle()
+        assert sorted(refused) == list("abcd")
+        with limit._lock:
+            assert limit._capacity_locked() == 20
+        tg.start_soon(caller, "e")  # 4 timed out + 1 queued = 5 of 25: overload
+        await settle()
+        with limit._lock:
+            assert limit._capacity_locked() == 2
+        clock.advance(0.11)
+        await settle()
+
+
+@pytest.mark.anyio
+async def test_a_release_after_a_lull_serves_the_oldest_first_again() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(20, max_wait=None, order="adaptive", clock=clock)
+    served: list[str] = []
+
+    async def caller(name: str) -> None:
+        with contextlib.suppress(ConcurrencyLimitError):
+            async with limit:
+                served.append(name)
+
+    async with contextlib.AsyncExitStack() as held, anyio.create_task_group() as tg:
+        for _ in range(19):
+            await held.enter_async_context(limit)
+        last = contextlib.AsyncExitStack()
+        await last.enter_async_context(limit)
+        for name in "abcdef":  # e makes 5 of 25 queued: overload, the queue cut to d and e
+            tg.start_soon(caller, name)
+            await settle()
+        assert limit.statistics().waiting == 2
+        assert limit.statistics().rejected == 1  # f: the short queue was full
+        clock.advance(2 * OVERLOAD_WINDOW)  # a lull: the release itself finds the mode over
+        await last.aclose()
+        await settle()
+        assert served == ["d", "e"]  # oldest first
+
+
+def test_waiters_let_go_count_at_once_not_when_their_tasks_run() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(20, max_wait=10, order="adaptive", clock=clock)
+    for _ in range(20):
+        limit.__enter__()
+    later: list[object] = []  # a busy loop: wake-ups scheduled, not yet run
+    for _ in range(7):
+        waiter = queue_dead_waiter(limit)
+        waiter.schedule = later.append
+    with limit._lock:
+        limit._check_overload_locked()  # 7 of 27 queued: overload; 5 let go, their tasks idle
+        assert limit._queued == 2
+    clock.advance(OVERLOAD_WINDOW)
+    with limit._lock:  # a window ends before any of them has settled
+        assert limit._overloaded_locked(clock.now())  # still 7 in excess: 5 let go, 2 queued
+    assert len(later) == 5

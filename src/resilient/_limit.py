@@ -119,6 +119,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         "_slow_admits",
         "_standing_wait",
         "_timed_out",
+        "_turned_away",
         "_wait",
     )
 
@@ -159,6 +160,9 @@ class LimitCore(Policy[TokenT], Instrumented):
         self._slow_admits = 0
         self._rejected = 0
         self._timed_out = 0
+        # Callers turned away (rejected, or out of the queue with no permit), counted the moment
+        # it is decided, not when their task gets to it: what an adaptive order's gauge reads.
+        self._turned_away = 0
         self._cancelled = 0
         self._max_active = 0  # most calls in flight seen (the adaptive limit's: per window)
 
@@ -219,6 +223,7 @@ class LimitCore(Policy[TokenT], Instrumented):
             # be held by tasks of this very loop.
             with self._lock:
                 self._rejected += 1
+                self._turned_away += 1
                 retry_after = self._retry_after_locked()
             raise self._reject(retry_after)
         self._check_queue()  # a full queue rejects before a waiter and its event are built
@@ -292,7 +297,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         if gauge is None:
             return False
         if now - gauge.window_start >= OVERLOAD_WINDOW:
-            turned_away = self._rejected + self._timed_out
+            turned_away = self._turned_away
             if gauge.end_window(now, self._admitted_locked(), turned_away, self._queued):
                 self._trim_locked()
         return gauge.overloaded
@@ -322,13 +327,13 @@ class LimitCore(Policy[TokenT], Instrumented):
                     self._queue = queue = deque(w for w in queue if w.state == WAITING)
                 queue.append(waiter)
                 self._queued += 1
-                self._check_overload_locked()
                 # A permit released between our failed pop and now: its releaser may have looked
                 # for waiters before we registered, so look for permits now that we have.
                 self._dispatch_locked()
                 if waiter.state == GRANTED:
                     self._admitted_now_locked()
                     return True
+                self._check_overload_locked()  # the queue grew (a trim keeps this newest one)
                 return False
             retry_after = self._overflowed_locked()
         # The sink is called without the lock: it may read statistics() (not reentrant).
@@ -337,6 +342,7 @@ class LimitCore(Policy[TokenT], Instrumented):
     def _overflowed_locked(self) -> float | None:
         """Count a caller turned away by a full queue; return the `Retry-After` to give it."""
         self._rejected += 1
+        self._turned_away += 1
         self._check_overload_locked()
         return self._retry_after_locked()
 
@@ -344,7 +350,7 @@ class LimitCore(Policy[TokenT], Instrumented):
         """The queue grew or turned a caller away: an adaptive order may be overloaded now."""
         gauge = self._overload
         if gauge is not None and not gauge.overloaded:
-            turned_away = self._rejected + self._timed_out
+            turned_away = self._turned_away
             if gauge.check(self._admitted_locked(), turned_away, self._queued):
                 self._trim_locked()
 
@@ -360,6 +366,7 @@ class LimitCore(Policy[TokenT], Instrumented):
             if waiter.state != WAITING:
                 continue
             self._queued -= 1
+            self._turned_away += 1
             self._wake_locked(waiter, EXPIRED)
 
     def _wake_locked(self, waiter: Waiter, state: int) -> bool:
@@ -393,11 +400,12 @@ class LimitCore(Policy[TokenT], Instrumented):
                 self._wait = smooth(self._wait, waited)
                 result = "admitted"
             else:
-                if waiter.state == WAITING:  # not EXPIRED: that one left the queue already
+                if waiter.state == WAITING:  # not EXPIRED: counted when it left the queue
                     self._queued -= 1
+                    self._turned_away += 1
+                # No overload check: out of the queue and turned away, the same excess as before.
                 waiter.state = GONE
                 self._timed_out += 1
-                self._check_overload_locked()
                 result = "timeout"
                 retry_after = self._retry_after_locked()
         self._emit(CONCURRENCY_LIMIT_WAIT, waited, self._attributes(result=result))
@@ -458,6 +466,8 @@ class LimitCore(Policy[TokenT], Instrumented):
             # A waiter past its deadline is woken to time out, though its own timer (late on a
             # busy loop) has not fired yet: a permit now would admit a caller past `max_wait`.
             granted = waiter.deadline > now
+            if not granted:
+                self._turned_away += 1
             if self._wake_locked(waiter, GRANTED if granted else EXPIRED) and granted:
                 return True
             if not self._queued:

@@ -1,4 +1,4 @@
-"""When a limit with `order="adaptive"` counts as overloaded: a fifth of its callers turned away.
+"""When a limit with `order="adaptive"` counts as overloaded: a fifth of its callers in excess.
 
 The adaptive order (Facebook's adaptive LIFO, with CoDel's short queue) serves the newest waiter
 first from a queue cut to a tenth of the limit while the limit is overloaded. What "overloaded"
@@ -10,13 +10,17 @@ means decides how it behaves at capacity:
   load the limit can serve would lose a few percent of its callers for as long as it lasted
   (measured in the overload demo at 1x capacity: 8.6% of requests shed in one full run).
 - **A share of the callers, over the last two windows.** The limit is overloaded once at least
-  `OVERLOAD_SHARE` (a fifth) of the callers of the current and the previous window
-  (`OVERLOAD_WINDOW` each) were turned away: rejected by a full queue, or timed out in it. A
-  fifth turned away means arrivals a quarter above what the limit serves, more than bursts at
-  capacity produce, and more than the short queue's own rejections at capacity. So the mode
-  starts well within a second of real overload, and ends within two windows of it.
-- **Cheap.** Nothing is counted per call: the limit's own counters are read when a window ends
-  and when a caller is turned away while not yet overloaded.
+  `OVERLOAD_SHARE` (a fifth), and at least `OVERLOAD_MIN`, of the callers since the previous
+  window's start (`OVERLOAD_WINDOW` each) are in excess: turned away (rejected by a full queue,
+  or out of the queue without a permit), or added to the queue (its growth; a queue that
+  shrinks counts against). A fifth in excess means arrivals a quarter above what the limit
+  serves: more than the bursts at capacity produce, and more than the short queue's own
+  rejections there. Queue growth shows overload within tens of milliseconds, before the long
+  queue has filled with callers that would wait `max_wait`. The mode ends at the first window
+  end where the share is under a fifth, or after a lull of two windows.
+- **Cheap.** Nothing is added per call on the fast path: the limit's totals are read (one
+  `itertools.count` read) when a window ends, and, while not overloaded, when the queue grows
+  or a caller is turned away.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ __all__ = ["OVERLOAD_QUEUE", "OVERLOAD_SHARE", "OVERLOAD_WINDOW", "OverloadGauge
 OVERLOAD_WINDOW = 0.25
 """Seconds per window; the share turned away is judged over the current and the last one."""
 OVERLOAD_SHARE = 0.2
-"""The share of callers turned away (rejected or timed out) that makes a limit overloaded."""
+"""The share of callers in excess (turned away, or added to the queue) that is overload."""
 OVERLOAD_MIN = 5
-"""Fewer callers turned away than this never count as overload (a quiet limit's few)."""
+"""Fewer callers in excess than this never count as overload (a quiet limit's few)."""
 OVERLOAD_QUEUE = 10
 """While overloaded, an `"adaptive"` order's queue holds at most the limit divided by this."""
 
@@ -52,8 +56,8 @@ class OverloadGauge:
         """Judge the two windows that end *now*, and start the next; `True` if overload began."""
         was, totals = self.overloaded, (admitted, turned_away, queued)
         if now - self.window_start >= 2 * OVERLOAD_WINDOW:
-            # No caller queued or was turned away for a whole window: not overloaded, and the
-            # totals from before the lull say nothing about what comes next.
+            # The limit's slow path (a queue, a rejection, a release to waiters) went unused for a
+            # whole window: not overloaded, and the totals from before say nothing of what next.
             self.overloaded = False
             self._base = totals
         else:
