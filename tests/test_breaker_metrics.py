@@ -21,7 +21,7 @@ from resilient import (
     _breaker_state,
     _breaker_stats,
     _counting,
-    _limit,
+    _limit_queue,
 )
 from resilient.metrics import (
     CIRCUIT_BREAKER_CALLS,
@@ -113,7 +113,7 @@ def test_the_docs_say_calls_admitted_while_disabled_land_in_no_counter() -> None
 def test_one_definition_of_the_state_names_and_of_count_value() -> None:
     assert _breaker_stats.STATES is _breaker_state.STATES
     shared = _counting.count_value
-    assert _breaker_core.count_value is _breaker.count_value is _limit._count_value is shared
+    assert _breaker_core.count_value is _breaker.count_value is _limit_queue._count_value is shared
 
 
 def test_statistics_of_a_time_window_advance_with_the_clock(clock) -> None:
