@@ -17,6 +17,7 @@ from resilient._limit_parts import GONE
 from resilient._overload import (
     OVERLOAD_MIN,
     OVERLOAD_SHARE,
+    OVERLOAD_SPAN,
     OVERLOAD_WINDOW,
     OverloadGauge,
 )
@@ -31,8 +32,15 @@ from helpers.limits import queue_dead_waiter, settle
 # --- the gauge alone ----------------------------------------------------------------------------
 
 
-def test_a_fifth_turned_away_is_overload_and_less_is_not() -> None:
+def gauge_at(now: float = OVERLOAD_SPAN) -> OverloadGauge:
+    """A gauge created at 0 s whose limit last read the clock at *now*."""
     gauge = OverloadGauge(0.0)
+    gauge.now = now
+    return gauge
+
+
+def test_a_fifth_turned_away_is_overload_and_less_is_not() -> None:
+    gauge = gauge_at()
     assert not gauge.check(admitted=81, turned_away=19, queued=0)  # 19%
     assert gauge.check(admitted=80, turned_away=20, queued=0)  # 20%: overload begins
     assert gauge.overloaded
@@ -40,7 +48,7 @@ def test_a_fifth_turned_away_is_overload_and_less_is_not() -> None:
 
 
 def test_a_growing_queue_counts_as_turned_away_and_a_draining_one_against() -> None:
-    gauge = OverloadGauge(0.0)
+    gauge = gauge_at()
     assert not gauge.check(admitted=40, turned_away=5, queued=4)  # 9 of 49
     assert gauge.check(admitted=40, turned_away=5, queued=5)  # 10 of 50
     calm = OverloadGauge(0.0)
@@ -54,13 +62,13 @@ def test_a_growing_queue_counts_as_turned_away_and_a_draining_one_against() -> N
 
 
 def test_a_quiet_limit_is_never_overloaded_by_a_few_callers() -> None:
-    gauge = OverloadGauge(0.0)
+    gauge = gauge_at()
     assert not gauge.check(admitted=0, turned_away=OVERLOAD_MIN - 1, queued=0)
     assert gauge.check(admitted=0, turned_away=OVERLOAD_MIN, queued=0)
 
 
 def test_the_mode_ends_once_two_windows_fall_below_the_share() -> None:
-    gauge = OverloadGauge(0.0)
+    gauge = gauge_at()
     assert gauge.check(admitted=50, turned_away=50, queued=0)
     assert not gauge.end_window(0.25, admitted=50, turned_away=50, queued=0)  # still on
     assert gauge.overloaded
@@ -78,8 +86,16 @@ def test_a_lull_of_two_windows_forgets_what_came_before() -> None:
     # 2 windows later: not overloaded, and the backlog's totals are not the base any more.
     assert not gauge.end_window(0.25 + 2 * OVERLOAD_WINDOW, admitted=300, turned_away=0, queued=0)
     assert not gauge.overloaded
+    gauge.now = 0.25 + 2 * OVERLOAD_WINDOW + OVERLOAD_SPAN
     assert not gauge.check(admitted=300, turned_away=4, queued=0)  # 4 new: under the minimum
     assert gauge.check(admitted=300, turned_away=5, queued=0)  # 5 of 5 since the lull
+
+
+def test_a_burst_within_the_span_is_left_to_the_queue() -> None:
+    gauge = gauge_at(OVERLOAD_SPAN / 2)  # 10 admitted and 30 queued, all in a few milliseconds
+    assert not gauge.check(admitted=10, turned_away=0, queued=30)
+    gauge.now = OVERLOAD_SPAN  # the same share, lasting: overload
+    assert gauge.check(admitted=10, turned_away=0, queued=30)
 
 
 windows = st.lists(
@@ -154,6 +170,7 @@ async def test_overload_turns_the_order_to_newest_first_and_cuts_the_queue() -> 
         assert served == ["a", "b", "c", "d"]  # oldest first
 
         served.clear()
+        clock.advance(OVERLOAD_SPAN)  # not a burst any more: it lasts
         last = await take_all()  # 25 admitted since the start
         # 7 queue now: 7 of 32 offered (22%), and overload begins with the last of them.
         for name in "efghijk":
@@ -186,6 +203,7 @@ async def test_overload_turns_the_order_to_newest_first_and_cuts_the_queue() -> 
 def test_the_queue_is_cut_to_a_tenth_of_the_limit_while_overloaded() -> None:
     clock = FakeClock(autojump=False)
     limit = ConcurrencyLimit(25, max_wait=10, order="adaptive", clock=clock)
+    clock.advance(OVERLOAD_SPAN)
     with limit._lock:
         assert limit._capacity_locked() == 25  # as long as the limit
         for _ in range(OVERLOAD_MIN):
@@ -196,12 +214,16 @@ def test_the_queue_is_cut_to_a_tenth_of_the_limit_while_overloaded() -> None:
     with limit._lock:
         assert limit._capacity_locked() == 25
     capped = ConcurrencyLimit(25, max_waiting=1, max_wait=10, order="adaptive", clock=clock)
+    clock.advance(OVERLOAD_SPAN)
     with capped._lock:
+        capped._capacity_locked()
         for _ in range(OVERLOAD_MIN):
             capped._overflowed_locked()
         assert capped._capacity_locked() == 1  # never more than max_waiting
     tiny = ConcurrencyLimit(5, max_wait=10, order="adaptive", clock=clock)
+    clock.advance(OVERLOAD_SPAN)
     with tiny._lock:
+        tiny._capacity_locked()
         for _ in range(OVERLOAD_MIN):
             tiny._overflowed_locked()
         assert tiny._capacity_locked() == 1  # at least one
@@ -288,6 +310,7 @@ async def test_a_release_after_a_lull_serves_the_oldest_first_again() -> None:
             await held.enter_async_context(limit)
         last = contextlib.AsyncExitStack()
         await last.enter_async_context(limit)
+        clock.advance(OVERLOAD_SPAN)
         for name in "abcdef":  # e makes 5 of 25 queued: overload, the queue cut to d and e
             tg.start_soon(caller, name)
             await settle()
@@ -308,10 +331,35 @@ def test_waiters_let_go_count_at_once_not_when_their_tasks_run() -> None:
     for _ in range(7):
         waiter = queue_dead_waiter(limit)
         waiter.schedule = later.append
+    clock.advance(OVERLOAD_SPAN)
     with limit._lock:
+        limit._overloaded_locked(clock.now())
         limit._check_overload_locked()  # 7 of 27 queued: overload; 5 let go, their tasks idle
         assert limit._queued == 2
     clock.advance(OVERLOAD_WINDOW)
     with limit._lock:  # a window ends before any of them has settled
         assert limit._overloaded_locked(clock.now())  # still 7 in excess: 5 let go, 2 queued
     assert len(later) == 5
+
+
+@pytest.mark.anyio
+async def test_a_burst_into_an_idle_limit_waits_in_the_queue() -> None:
+    clock = FakeClock(autojump=False)
+    limit = ConcurrencyLimit(10, max_wait=None, order="adaptive", clock=clock)
+    clock.advance(10.0)  # idle since it was made
+    served: list[int] = []
+
+    async def caller(i: int) -> None:
+        async with limit:
+            served.append(i)
+
+    async with contextlib.AsyncExitStack() as held, anyio.create_task_group() as tg:
+        for _ in range(10):  # 15 callers at the same instant: 10 admitted, 5 queued (a third)
+            await held.enter_async_context(limit)
+        for i in range(5):
+            tg.start_soon(caller, i)
+            await settle()
+        stats = limit.statistics()
+        assert (stats.waiting, stats.timed_out, stats.rejected) == (5, 0, 0)  # none let go
+        await held.aclose()
+    assert sorted(served) == [0, 1, 2, 3, 4]  # all served

@@ -203,7 +203,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         self._sum = 0.0
         self._squares = 0.0
         self._drops = 0
-        # `_max_active` (LimitCore's high-water mark of calls in flight, kept by both the fast
+        # `_max_active` (LimitQueue's high-water mark of calls in flight, kept by both the fast
         # path and the slow one) restarts every window here: it is the window's peak, a sample
         # for the controller. The peak since creation, for statistics(), is kept in `_max_ever`.
         self._max_ever = 0

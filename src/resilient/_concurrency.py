@@ -1,7 +1,8 @@
 """`ConcurrencyLimit`: an upper bound on calls in flight, with a short, bounded wait.
 
-The permits, the wait queue and the statistics live in `resilient._limit` (shared with the
-adaptive limit); this module adds the hot paths of a fixed limit.
+The permits and the wait queue live in `resilient._limit_queue`, the callers' side and the
+statistics in `resilient._limit` (both shared with the adaptive limit); this module adds the
+hot paths of a fixed limit.
 """
 
 from __future__ import annotations

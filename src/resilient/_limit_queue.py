@@ -1,10 +1,11 @@
 """A concurrency limit's permits and wait queue: who gets a permit, who waits, who is refused.
 
-`LimitQueue` holds the state of `resilient._limit.LimitCore` and decides, under the lock, every
-admission that does not take the lock-free fast path: joining the queue or being turned away
-(`_enqueue`), how long the queue may be (the adaptive order cuts it while overloaded:
-`resilient._overload`), and which waiter a released permit goes to (`_dispatch_locked`). How
-the pieces fit, and why, is in `resilient._limit`'s docstring.
+`LimitQueue` holds the state of `resilient._limit.LimitCore` and makes the decisions that need
+the lock: joining the queue or being turned away when it is full (`_enqueue`), how long the
+queue may be (the adaptive order cuts it while overloaded: `resilient._overload`), and which
+waiter a released permit goes to (`_dispatch_locked`). Two quick refusals stay with the callers
+in `LimitCore`: the async pre-check of a full queue, and a sync caller on an event loop. How the
+pieces fit, and why, is in `resilient._limit`'s docstring.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class LimitQueue(Instrumented):
         gauge = self._overload
         if gauge is None:
             return False
+        gauge.now = now  # what a check right after this one judges the span by
         if now - gauge.window_start >= OVERLOAD_WINDOW:
             turned_away = self._turned_away
             if gauge.end_window(now, self._admitted_locked(), turned_away, self._queued):
@@ -291,6 +293,8 @@ class LimitQueue(Instrumented):
         """
         self._emit(CONCURRENCY_LIMIT_WAIT, 0.0, self._rejected_attributes)
         return fast_rejection(ConcurrencyLimitError, self.name, retry_after)
+
+    # --- metrics ------------------------------------------------------------------------------
 
     def _attributes(self, **extra: str) -> dict[str, str]:
         if self.name is not None:

@@ -16,8 +16,10 @@ means decides how it behaves at capacity:
   shrinks counts against). A fifth in excess means arrivals a quarter above what the limit
   serves: more than the bursts at capacity produce, and more than the short queue's own
   rejections there. Queue growth shows overload within tens of milliseconds, before the long
-  queue has filled with callers that would wait `max_wait`. The mode ends at the first window
-  end where the share is under a fifth, or after a lull of two windows.
+  queue has filled with callers that would wait `max_wait`; but not before the totals span
+  `OVERLOAD_SPAN` (50 ms), so that a burst into an idle limit, admitted and queued within a few
+  milliseconds, is left to the queue. The mode ends at the first window end where the share is
+  under a fifth, or after a lull of two windows.
 - **Cheap.** Nothing is added per call on the fast path: the limit's totals are read (one
   `itertools.count` read) when a window ends, and, while not overloaded, when the queue grows
   or a caller is turned away.
@@ -34,6 +36,9 @@ OVERLOAD_SHARE = 0.2
 """The share of callers in excess (turned away, or added to the queue) that is overload."""
 OVERLOAD_MIN = 5
 """Fewer callers in excess than this never count as overload (a quiet limit's few)."""
+OVERLOAD_SPAN = 0.02
+"""Seconds the totals must span before a queue that grew or a caller turned away can start the
+mode between window ends: a burst that comes and goes faster is a burst, for the queue to absorb."""
 OVERLOAD_QUEUE = 10
 """While overloaded, an `"adaptive"` order's queue holds at most the limit divided by this."""
 
@@ -44,12 +49,14 @@ class OverloadGauge:
     The caller holds the limit's lock around every method.
     """
 
-    __slots__ = ("_base", "_middle", "overloaded", "window_start")
+    __slots__ = ("_base", "_base_since", "_middle", "now", "overloaded", "window_start")
 
     def __init__(self, now: float) -> None:
         self.overloaded = False
         self.window_start = now
+        self.now = now  # the limit's clock, as last read for this gauge
         self._base = (0, 0, 0)  # (admitted, turned away, queued) at the previous window's start
+        self._base_since = now  # when the base was taken
         self._middle = (0, 0, 0)  # the same at the current window's start
 
     def end_window(self, now: float, admitted: int, turned_away: int, queued: int) -> bool:
@@ -59,17 +66,17 @@ class OverloadGauge:
             # The limit's slow path (a queue, a rejection, a release to waiters) went unused for a
             # whole window: not overloaded, and the totals from before say nothing of what next.
             self.overloaded = False
-            self._base = totals
+            self._base, self._base_since = totals, now
         else:
             self.overloaded = self._judge(admitted, turned_away, queued)
-            self._base = self._middle
+            self._base, self._base_since = self._middle, self.window_start
         self._middle = totals
         self.window_start = now
         return self.overloaded and not was
 
     def check(self, admitted: int, turned_away: int, queued: int) -> bool:
         """The queue grew, or turned a caller away: `True` if that makes the limit overloaded."""
-        if self.overloaded:
+        if self.overloaded or self.now - self._base_since < OVERLOAD_SPAN:
             return False
         self.overloaded = self._judge(admitted, turned_away, queued)
         return self.overloaded

@@ -1,6 +1,6 @@
 """How a queued caller waits for its permit: a thread, an asyncio task, or any anyio task.
 
-The limit (`resilient._limit`) decides who gets a permit, under its lock; these functions only
+The limit (`resilient._limit_queue`) decides who gets a permit, under its lock; these only
 wait, for at most *budget* seconds (`None`: no bound), until the waiter's event is set. Whether
 the wait ended granted or timed out is the limit's to tell, from the waiter's state. Each raises
 whatever interrupts it (cancellation, `KeyboardInterrupt`), for the limit to take the waiter out
