@@ -164,7 +164,7 @@ BARS = [  # (app kind, load level, Row attribute, ">=" or "<=", limit, what the 
     ("io", 2, "p99", "<=", 0.150, "p99 of 2xx <= 150 ms"),
 ]
 """Issue 7's bars for `protect(app)` with its defaults."""
-_SHOW = {"cap_pct": "{:.0f}%", "lost": "{:.2%}", "served": "{:.1%}", "recovered": "{:.2f} s"}
+_SHOW = {"cap_pct": "{:.1f}%", "lost": "{:.2%}", "served": "{:.1%}", "recovered": "{:.2f} s"}
 
 
 def print_verdict(rows: Sequence[Row], protection: str) -> None:
