@@ -344,21 +344,23 @@ async def test_retry_after_unknown_then_from_waits() -> None:
         assert info.value.retry_after == 0.25
 
 
+async def enter_or_time_out(limit: ConcurrencyLimit, outcome: list[str]) -> None:
+    """Enter *limit* once: record `"admitted"`, or `"timeout"` if it refused the caller."""
+    try:
+        async with limit:
+            outcome.append("admitted")
+    except ConcurrencyLimitError:
+        outcome.append("timeout")
+
+
 @pytest.mark.anyio
 async def test_async_wait_expires_on_the_fake_clock() -> None:
     clock = FakeClock(autojump=False)
     limit = ConcurrencyLimit(1, max_wait=5, clock=clock)
     outcome: list[str] = []
 
-    async def waiter() -> None:
-        try:
-            async with limit:
-                outcome.append("admitted")  # pragma: no cover - never admitted
-        except ConcurrencyLimitError:
-            outcome.append("timeout")
-
     async with anyio.create_task_group() as tg, limit:
-        tg.start_soon(waiter)
+        tg.start_soon(enter_or_time_out, limit, outcome)
         await settle()
         clock.advance(4.9)
         await settle()
@@ -377,16 +379,9 @@ async def test_a_permit_never_goes_to_a_waiter_past_its_deadline() -> None:
     limit = ConcurrencyLimit(1, max_wait=1.0, clock=clock)
     outcome: list[str] = []
 
-    async def waiter() -> None:
-        try:
-            async with limit:
-                outcome.append("admitted")
-        except ConcurrencyLimitError:
-            outcome.append("timeout")
-
     async with anyio.create_task_group() as tg:
         await limit.__aenter__()
-        tg.start_soon(waiter)
+        tg.start_soon(enter_or_time_out, limit, outcome)
         await settle()
         assert limit.statistics().waiting == 1
         clock.advance(1.5)  # past its deadline; the waiter has not run since

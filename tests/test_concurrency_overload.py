@@ -32,25 +32,22 @@ from helpers.limits import queue_dead_waiter, settle
 # --- the gauge alone ----------------------------------------------------------------------------
 
 
-def gauge_at(now: float = OVERLOAD_SPAN) -> OverloadGauge:
-    """A gauge created at 0 s whose limit last read the clock at *now*."""
-    gauge = OverloadGauge(0.0)
-    gauge.now = now
-    return gauge
+# Quick judgements (`check`) between window ends, at a time past the span since the base.
+SOON = OVERLOAD_SPAN
 
 
 def test_a_fifth_turned_away_is_overload_and_less_is_not() -> None:
-    gauge = gauge_at()
-    assert not gauge.check(admitted=81, turned_away=19, queued=0)  # 19%
-    assert gauge.check(admitted=80, turned_away=20, queued=0)  # 20%: overload begins
+    gauge = OverloadGauge(0.0)
+    assert not gauge.check(SOON, admitted=81, turned_away=19, queued=0)  # 19%
+    assert gauge.check(SOON, admitted=80, turned_away=20, queued=0)  # 20%: overload begins
     assert gauge.overloaded
-    assert not gauge.check(admitted=80, turned_away=30, queued=0)  # already on: no new start
+    assert not gauge.check(SOON, admitted=80, turned_away=30, queued=0)  # already on: no new start
 
 
 def test_a_growing_queue_counts_as_turned_away_and_a_draining_one_against() -> None:
-    gauge = gauge_at()
-    assert not gauge.check(admitted=40, turned_away=5, queued=4)  # 9 of 49
-    assert gauge.check(admitted=40, turned_away=5, queued=5)  # 10 of 50
+    gauge = OverloadGauge(0.0)
+    assert not gauge.check(SOON, admitted=40, turned_away=5, queued=4)  # 9 of 49
+    assert gauge.check(SOON, admitted=40, turned_away=5, queued=5)  # 10 of 50
     calm = OverloadGauge(0.0)
     calm.end_window(0.25, admitted=0, turned_away=0, queued=50)  # a queue built up before
     calm.end_window(0.5, admitted=100, turned_away=30, queued=50)
@@ -62,14 +59,14 @@ def test_a_growing_queue_counts_as_turned_away_and_a_draining_one_against() -> N
 
 
 def test_a_quiet_limit_is_never_overloaded_by_a_few_callers() -> None:
-    gauge = gauge_at()
-    assert not gauge.check(admitted=0, turned_away=OVERLOAD_MIN - 1, queued=0)
-    assert gauge.check(admitted=0, turned_away=OVERLOAD_MIN, queued=0)
+    gauge = OverloadGauge(0.0)
+    assert not gauge.check(SOON, admitted=0, turned_away=OVERLOAD_MIN - 1, queued=0)
+    assert gauge.check(SOON, admitted=0, turned_away=OVERLOAD_MIN, queued=0)
 
 
 def test_the_mode_ends_once_two_windows_fall_below_the_share() -> None:
-    gauge = gauge_at()
-    assert gauge.check(admitted=50, turned_away=50, queued=0)
+    gauge = OverloadGauge(0.0)
+    assert gauge.check(SOON, admitted=50, turned_away=50, queued=0)
     assert not gauge.end_window(0.25, admitted=50, turned_away=50, queued=0)  # still on
     assert gauge.overloaded
     # The next window turns 5 of 155 away, but the last two windows together: 55 of 255.
@@ -86,16 +83,16 @@ def test_a_lull_of_two_windows_forgets_what_came_before() -> None:
     # 2 windows later: not overloaded, and the backlog's totals are not the base any more.
     assert not gauge.end_window(0.25 + 2 * OVERLOAD_WINDOW, admitted=300, turned_away=0, queued=0)
     assert not gauge.overloaded
-    gauge.now = 0.25 + 2 * OVERLOAD_WINDOW + OVERLOAD_SPAN
-    assert not gauge.check(admitted=300, turned_away=4, queued=0)  # 4 new: under the minimum
-    assert gauge.check(admitted=300, turned_away=5, queued=0)  # 5 of 5 since the lull
+    later = 0.25 + 2 * OVERLOAD_WINDOW + OVERLOAD_SPAN
+    assert not gauge.check(later, admitted=300, turned_away=4, queued=0)  # 4 new: under the minimum
+    assert gauge.check(later, admitted=300, turned_away=5, queued=0)  # 5 of 5 since the lull
 
 
 def test_a_burst_within_the_span_is_left_to_the_queue() -> None:
-    gauge = gauge_at(OVERLOAD_SPAN / 2)  # 10 admitted and 30 queued, all in a few milliseconds
-    assert not gauge.check(admitted=10, turned_away=0, queued=30)
-    gauge.now = OVERLOAD_SPAN  # the same share, lasting: overload
-    assert gauge.check(admitted=10, turned_away=0, queued=30)
+    gauge = OverloadGauge(0.0)  # 10 admitted and 30 queued, all in a few milliseconds
+    assert not gauge.check(OVERLOAD_SPAN / 2, admitted=10, turned_away=0, queued=30)
+    # the same share, lasting: overload
+    assert gauge.check(OVERLOAD_SPAN, admitted=10, turned_away=0, queued=30)
 
 
 windows = st.lists(
@@ -207,7 +204,7 @@ def test_the_queue_is_cut_to_a_tenth_of_the_limit_while_overloaded() -> None:
     with limit._lock:
         assert limit._capacity_locked() == 25  # as long as the limit
         for _ in range(OVERLOAD_MIN):
-            limit._overflowed_locked()  # 5 turned away of 5 offered
+            limit._turn_away_locked()  # 5 turned away of 5 offered
         assert limit._capacity_locked() == 2  # 25 // 10
         assert limit.max_waiting is None  # the option as given
     clock.advance(2 * OVERLOAD_WINDOW)
@@ -218,14 +215,14 @@ def test_the_queue_is_cut_to_a_tenth_of_the_limit_while_overloaded() -> None:
     with capped._lock:
         capped._capacity_locked()
         for _ in range(OVERLOAD_MIN):
-            capped._overflowed_locked()
+            capped._turn_away_locked()
         assert capped._capacity_locked() == 1  # never more than max_waiting
     tiny = ConcurrencyLimit(5, max_wait=10, order="adaptive", clock=clock)
     clock.advance(OVERLOAD_SPAN)
     with tiny._lock:
         tiny._capacity_locked()
         for _ in range(OVERLOAD_MIN):
-            tiny._overflowed_locked()
+            tiny._turn_away_locked()
         assert tiny._capacity_locked() == 1  # at least one
 
 
@@ -233,7 +230,7 @@ def test_other_orders_are_never_overloaded() -> None:
     limit = ConcurrencyLimit(5, max_wait=10, order="fifo")
     with limit._lock:
         for _ in range(50):
-            limit._overflowed_locked()
+            limit._turn_away_locked()
         assert limit._capacity_locked() == 5
         assert not limit._overloaded_locked(0.0)
 
@@ -333,7 +330,6 @@ def test_waiters_let_go_count_at_once_not_when_their_tasks_run() -> None:
         waiter.schedule = later.append
     clock.advance(OVERLOAD_SPAN)
     with limit._lock:
-        limit._overloaded_locked(clock.now())
         limit._check_overload_locked()  # 7 of 27 queued: overload; 5 let go, their tasks idle
         assert limit._queued == 2
     clock.advance(OVERLOAD_WINDOW)

@@ -152,9 +152,7 @@ class LimitCore(LimitQueue, Policy[TokenT]):
             # A sync caller on an event-loop thread must not block: the permits it waits for may
             # be held by tasks of this very loop.
             with self._lock:
-                self._rejected += 1
-                self._turned_away += 1
-                retry_after = self._retry_after_locked()
+                retry_after = self._turn_away_locked()
             raise self._reject(retry_after)
         self._check_queue()  # a full queue rejects before a waiter and its event are built
         event = threading.Event()
@@ -186,7 +184,7 @@ class LimitCore(LimitQueue, Policy[TokenT]):
                 if not self._queued and self._standing_wait is not None:
                     self._empty_at = self._clock.now()  # the queue is empty: no standing queue
                 return
-            retry_after = self._overflowed_locked()
+            retry_after = self._turn_away_locked()
         finally:
             lock.release()
         raise self._reject(retry_after)

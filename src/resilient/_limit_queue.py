@@ -111,19 +111,24 @@ class LimitQueue(Instrumented):
     # --- joining the queue --------------------------------------------------------------------
 
     def _capacity_locked(self) -> int:
-        capacity = self._limit if self._max_waiting is None else self._max_waiting
         if self._overload is not None and self._overloaded_locked(self._clock.now()):
-            # Under sustained overload waiting only adds latency: keep just enough waiters to
-            # take permits as they come back, and turn the rest away at once (cheaply).
-            return min(capacity, max(1, self._limit // OVERLOAD_QUEUE))
-        return capacity
+            return self._short_queue_locked()
+        return self._limit if self._max_waiting is None else self._max_waiting
+
+    def _short_queue_locked(self) -> int:
+        """The queue's length while overloaded: a tenth of the limit, at least 1.
+
+        Under sustained overload waiting only adds latency: just enough waiters to take permits
+        as they come back, and the rest turned away at once (cheaply).
+        """
+        capacity = self._limit if self._max_waiting is None else self._max_waiting
+        return min(capacity, max(1, self._limit // OVERLOAD_QUEUE))
 
     def _overloaded_locked(self, now: float) -> bool:
         """Whether an adaptive order's limit is overloaded (`resilient._overload`)."""
         gauge = self._overload
         if gauge is None:
             return False
-        gauge.now = now  # what a check right after this one judges the span by
         if now - gauge.window_start >= OVERLOAD_WINDOW:
             turned_away = self._turned_away
             if gauge.end_window(now, self._admitted_locked(), turned_away, self._queued):
@@ -163,12 +168,12 @@ class LimitQueue(Instrumented):
                     return True
                 self._check_overload_locked()  # the queue grew (a trim keeps this newest one)
                 return False
-            retry_after = self._overflowed_locked()
+            retry_after = self._turn_away_locked()
         # The sink is called without the lock: it may read statistics() (not reentrant).
         raise self._reject(retry_after)
 
-    def _overflowed_locked(self) -> float | None:
-        """Count a caller turned away by a full queue; return the `Retry-After` to give it."""
+    def _turn_away_locked(self) -> float | None:
+        """Count a caller refused at once; return the `Retry-After` to give it."""
         self._rejected += 1
         self._turned_away += 1
         self._check_overload_locked()
@@ -178,8 +183,8 @@ class LimitQueue(Instrumented):
         """The queue grew or turned a caller away: an adaptive order may be overloaded now."""
         gauge = self._overload
         if gauge is not None and not gauge.overloaded:
-            turned_away = self._turned_away
-            if gauge.check(self._admitted_locked(), turned_away, self._queued):
+            now, turned_away = self._clock.now(), self._turned_away
+            if gauge.check(now, self._admitted_locked(), turned_away, self._queued):
                 self._trim_locked()
 
     def _trim_locked(self) -> None:
@@ -188,7 +193,7 @@ class LimitQueue(Instrumented):
         They would wait longest for nothing: newest first, they are served last, if ever. Each
         is woken to time out now, rather than at the end of its wait.
         """
-        queue, keep = self._queue, self._capacity_locked()
+        queue, keep = self._queue, self._short_queue_locked()
         while self._queued > keep and queue:
             waiter = queue.popleft()
             if waiter.state != WAITING:

@@ -17,7 +17,7 @@ means decides how it behaves at capacity:
   serves: more than the bursts at capacity produce, and more than the short queue's own
   rejections there. Queue growth shows overload within tens of milliseconds, before the long
   queue has filled with callers that would wait `max_wait`; but not before the totals span
-  `OVERLOAD_SPAN` (50 ms), so that a burst into an idle limit, admitted and queued within a few
+  `OVERLOAD_SPAN` (20 ms), so that a burst into an idle limit, admitted and queued within a few
   milliseconds, is left to the queue. The mode ends at the first window end where the share is
   under a fifth, or after a lull of two windows.
 - **Cheap.** Nothing is added per call on the fast path: the limit's totals are read (one
@@ -28,7 +28,14 @@ means decides how it behaves at capacity:
 from __future__ import annotations
 
 
-__all__ = ["OVERLOAD_QUEUE", "OVERLOAD_SHARE", "OVERLOAD_WINDOW", "OverloadGauge"]
+__all__ = [
+    "OVERLOAD_MIN",
+    "OVERLOAD_QUEUE",
+    "OVERLOAD_SHARE",
+    "OVERLOAD_SPAN",
+    "OVERLOAD_WINDOW",
+    "OverloadGauge",
+]
 
 OVERLOAD_WINDOW = 0.25
 """Seconds per window; the share turned away is judged over the current and the last one."""
@@ -49,12 +56,11 @@ class OverloadGauge:
     The caller holds the limit's lock around every method.
     """
 
-    __slots__ = ("_base", "_base_since", "_middle", "now", "overloaded", "window_start")
+    __slots__ = ("_base", "_base_since", "_middle", "overloaded", "window_start")
 
     def __init__(self, now: float) -> None:
         self.overloaded = False
         self.window_start = now
-        self.now = now  # the limit's clock, as last read for this gauge
         self._base = (0, 0, 0)  # (admitted, turned away, queued) at the previous window's start
         self._base_since = now  # when the base was taken
         self._middle = (0, 0, 0)  # the same at the current window's start
@@ -74,9 +80,9 @@ class OverloadGauge:
         self.window_start = now
         return self.overloaded and not was
 
-    def check(self, admitted: int, turned_away: int, queued: int) -> bool:
+    def check(self, now: float, admitted: int, turned_away: int, queued: int) -> bool:
         """The queue grew, or turned a caller away: `True` if that makes the limit overloaded."""
-        if self.overloaded or self.now - self._base_since < OVERLOAD_SPAN:
+        if self.overloaded or now - self._base_since < OVERLOAD_SPAN:
             return False
         self.overloaded = self._judge(admitted, turned_away, queued)
         return self.overloaded
