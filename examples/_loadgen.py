@@ -424,11 +424,11 @@ class LoadGenerator:
         last_check = start
         final = start + sum(seconds for seconds, _ in segments[:-1])
         for due in self._arrivals(segments, start, starts):
-            now = perf_counter()
-            if due > now:
-                # uvloop's timers have 1 ms resolution: the lag this adds is measured, not hidden.
+            # uvloop's timers have 1 ms resolution: a sleep may end up to 1 ms early (never send
+            # before the schedule: a fast answer would read as a negative latency) or late (the
+            # lag this adds is measured, not hidden).
+            while (now := perf_counter()) < due:  # noqa: ASYNC110 - a time, not an event
                 await asyncio.sleep(due - now)
-                now = perf_counter()
             self.schedule.append(due)
             self._issue(due)
             if stop is not None and now >= final and now - last_check >= 0.1:

@@ -167,28 +167,60 @@ BARS = [  # (app kind, load level, Row attribute, ">=" or "<=", limit, what the 
 _SHOW = {"cap_pct": "{:.1f}%", "lost": "{:.2%}", "served": "{:.1%}", "recovered": "{:.2f} s"}
 
 
-def print_verdict(rows: Sequence[Row], protection: str) -> None:
-    """Judge the protected variant against `BARS`; information only."""
-    print(f"\nVerdict for the protected variant ({protection}):")
-    results = []
+@dataclass(frozen=True)
+class Judged:
+    """One bar of `BARS` against one run: `value` is None when not measured (inf: never)."""
+
+    kind: str
+    level: float
+    attribute: str
+    label: str
+    value: float | None
+    passed: bool | None  # None: not measured
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind:>3} {self.level:g}x: {self.label}"
+
+    def shown(self, value: float | None = None) -> str:
+        """*value* (default: this run's) as the verdict prints it."""
+        value = self.value if value is None else value
+        if value is None:
+            return "not measured"
+        if value == math.inf and self.attribute == "recovered":
+            return "never"
+        form = _SHOW.get(self.attribute)
+        return form.format(value) if form else ms(value)
+
+
+def judge(rows: Sequence[Row]) -> list[Judged]:
+    """The protected variant's rows against each of `BARS`."""
+    judged = []
     for kind, level, attribute, sign, limit, label in BARS:
         key = (kind, "protected", level)
         row = next((r for r in rows if (r.kind, r.variant, r.level) == key), None)
-        if row is None:
-            result, shown = "n/a ", "not measured"
-        else:
+        value: float | None = None
+        passed: bool | None = None
+        if row is not None:
             found: float | None = getattr(row, attribute)
-            never = found is None  # never recovered
-            value = math.inf if found is None else found
+            value = math.inf if found is None else found  # None: never recovered
             passed = value >= limit if sign == ">=" else value <= limit  # NaN fails both
-            result = "PASS" if passed else "FAIL"
-            shown = _SHOW[attribute].format(value) if attribute in _SHOW else ms(value)
-            shown = "never" if never else shown
-        results.append(result)
-        print(f"  {result}  {kind:>3} {level:g}x: {label:<36} {shown}")
-    failed, unmeasured = results.count("FAIL"), results.count("n/a ")
-    passed_count = len(results) - failed - unmeasured
+        judged.append(Judged(kind, level, attribute, label, value, passed))
+    return judged
+
+
+def print_verdict(rows: Sequence[Row], protection: str) -> list[Judged]:
+    """Judge the protected variant against `BARS`, print and return it; information only."""
+    print(f"\nVerdict for the protected variant ({protection}):")
+    judged = judge(rows)
+    for bar in judged:
+        result = {True: "PASS", False: "FAIL", None: "n/a "}[bar.passed]
+        print(f"  {result}  {bar.kind:>3} {bar.level:g}x: {bar.label:<36} {bar.shown()}")
+    failed = sum(bar.passed is False for bar in judged)
+    unmeasured = sum(bar.passed is None for bar in judged)
+    passed_count = len(judged) - failed - unmeasured
     print(f"  => {passed_count} passed, {failed} failed, {unmeasured} not measured")
+    return judged
 
 
 def print_harness_checks(rows: Sequence[Row]) -> None:
