@@ -401,7 +401,7 @@ def execute(args: argparse.Namespace) -> list[Row] | None:
     if len(cores) > 1:
         # The server gets core 0 (taskset), the generator core 1: neither steals from the other.
         os.sched_setaffinity(0, {1} if 1 in cores else {max(cores)})
-    else:
+    elif 0 in cores:  # (a run before this one in the process may have pinned it to core 1)
         print("WARNING: one core only: the generator and the server share it")
     print(
         f"overload demo: Python {platform.python_version()}, {os.cpu_count()} cores, "
