@@ -432,6 +432,48 @@ def test_slow_start_doubles_while_saturated_and_flat() -> None:
     assert c.slow_start
 
 
+def test_slow_start_holds_while_overloaded() -> None:
+    # A load far over the limit came in a step: its first window has the latency of the calls
+    # admitted before it, not yet what the step does. A load a little over the limit doubles.
+    c = controller(initial_limit=100, slow_start=True)
+    c.update(rtt=0.050, throughput=900, inflight=47, drops=0)  # the baseline
+    assert c.update(rtt=0.050, throughput=1900, inflight=100, drops=0, overloaded=True) == 100
+    assert c.slow_start
+    assert c.update(rtt=0.050, throughput=1900, inflight=100, drops=0) == pytest.approx(200)
+
+
+def test_an_adaptive_order_in_slow_start_holds_while_overloaded() -> None:
+    clock = FakeClock()
+    limit = AdaptiveConcurrencyLimit(
+        initial_limit=10,
+        max_wait=0,
+        window=0.3,
+        min_samples=5,
+        slow_start=True,
+        order="adaptive",
+        clock=clock,
+    )
+
+    def full_round(turned_away: int) -> None:
+        tokens = [limit._enter() for _ in range(limit.limit)]
+        for _ in range(turned_away):
+            with pytest.raises(ConcurrencyLimitError):
+                limit._enter()
+        clock.advance(0.3)
+        for token in tokens:
+            limit._exit_ok(token, None)
+
+    full_round(1)  # the first window sets the baseline
+    full_round(10)  # half the callers turned away: overloaded, so no doubling
+    assert limit.limit == 10
+    assert limit._controller.slow_start
+    for _ in range(5):  # one caller in eleven turned away: once the gauge agrees, double
+        full_round(1)
+        if limit.limit != 10:
+            break
+    assert limit.limit == 20
+
+
 def test_slow_start_stops_when_latency_rises_and_never_resumes() -> None:
     knee, base = 32, 0.010
     c = controller(initial_limit=10, slow_start=True)

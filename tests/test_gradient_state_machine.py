@@ -58,12 +58,27 @@ class Controller(RuleBasedStateMachine):
         error=st.floats(0.0, 1.0),
         throughput=st.floats(0.0, 1e5),
         used=st.floats(0.0, 1.0),
+        overloaded=st.booleans(),
     )
-    def window(self, rtt: float, error: float, throughput: float, used: float) -> None:
+    def window(
+        self, rtt: float, error: float, throughput: float, used: float, overloaded: bool
+    ) -> None:
         c = self.controller
         before, baseline = c.limit, c.baseline
         inflight = round(used * c.limit)
-        after = c.update(rtt=rtt, error=error, throughput=throughput, inflight=inflight, drops=0)
+        was_slow = c.slow_start
+        after = c.update(
+            rtt=rtt,
+            error=error,
+            throughput=throughput,
+            inflight=inflight,
+            drops=0,
+            overloaded=overloaded,
+        )
+        if after > 1.5 * before:  # only slow start doubles, on a saturated window, not overloaded
+            assert was_slow
+            assert inflight >= 0.9 * before
+            assert not overloaded
         if inflight * 2 < before:
             # The limit was not the bottleneck: it may only fall (a queue anyway), never rise.
             assert after <= before

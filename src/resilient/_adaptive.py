@@ -39,6 +39,8 @@ for (docs/concurrency.md has the picture):
   baseline), windows end as soon as they have `min_samples` calls and have lasted three mean
   latencies, and never lower the baseline (a short window favours the fast calls). The first
   queued window ends it, with one unsmoothed step to the gradient's target; drops end it too.
+  With `order="adaptive"` it holds instead of doubling while the limit counts as overloaded: the
+  first window of a step far over the limit does not show yet what the step does.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         slow_start: begin in slow start (default `False`): while the limit is saturated and
             latency shows no queue, it doubles every window, and windows after the first end as
             soon as they have `min_samples` calls (and three mean latencies); the first window
-            whose latency reads as a queue (or that has drops) ends slow start for good.
+            whose latency reads as a queue (or that has drops) ends slow start for good. With
+            `order="adaptive"`, a window that ends overloaded holds the limit instead.
         max_waiting: as for `ConcurrencyLimit` (`None` means as many as the current limit).
         max_wait: as for `ConcurrencyLimit`.
         standing_wait: as for `ConcurrencyLimit`.
@@ -287,8 +290,8 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         rtt = self._sum / n if n else None
         # The standard error of the window's mean latency: how far noise alone moves it.
         error = math.sqrt(max(0.0, self._squares / n - rtt * rtt) / n) if rtt is not None else 0.0
+        overloaded = self._overloaded_locked(now)  # False unless order="adaptive"
         if self._overload_tolerance != self._tolerance:
-            overloaded = self._overloaded_locked(now)
             self._controller.tolerance = self._overload_tolerance if overloaded else self._tolerance
         limit = self._controller.update(
             rtt=rtt,
@@ -296,6 +299,7 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             throughput=self._samples / elapsed,
             inflight=self._max_active,
             drops=self._drops,
+            overloaded=overloaded,
         )
         self._start = now
         self._samples = 0

@@ -8,7 +8,9 @@ Outermost first, so that each layer rejects before the next does any work:
 3. `ConcurrencyLimitMiddleware` over an `AdaptiveConcurrencyLimit`: find the concurrency the app
    sustains by itself (the knee), and turn the rest away quickly instead of queueing it. It starts
    at 100, enough for an I/O-bound app that needs a hundred requests in flight not to shed a
-   cold start, and keeps slow start (doubling while it is full and latency stays flat). A
+   cold start, and keeps slow start (doubling while it is full and latency stays flat, but not
+   while it counts as overloaded: the first window of a step far over capacity does not show
+   what the step does, and a doubling there overran the app). A
    CPU-bound app with a knee of 8 never fills 100 permits: its calls queue for the CPU instead,
    and the first window whose latency shows that queue cuts the limit to the knee at once
    (Little's law), so it is not overrun. `tolerance=1.3` accepts the loop's own delay near
