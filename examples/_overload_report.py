@@ -209,8 +209,8 @@ def judge(rows: Sequence[Row]) -> list[Judged]:
     return judged
 
 
-def print_verdict(rows: Sequence[Row], protection: str) -> list[Judged]:
-    """Judge the protected variant against `BARS`, print and return it; information only."""
+def print_verdict(rows: Sequence[Row], protection: str) -> None:
+    """Judge the protected variant against `BARS` and print it; information only."""
     print(f"\nVerdict for the protected variant ({protection}):")
     judged = judge(rows)
     for bar in judged:
@@ -220,7 +220,6 @@ def print_verdict(rows: Sequence[Row], protection: str) -> list[Judged]:
     unmeasured = sum(bar.passed is None for bar in judged)
     passed_count = len(judged) - failed - unmeasured
     print(f"  => {passed_count} passed, {failed} failed, {unmeasured} not measured")
-    return judged
 
 
 def print_harness_checks(rows: Sequence[Row]) -> None:

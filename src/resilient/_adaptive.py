@@ -125,13 +125,11 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         "_drops",
         "_max_ever",
         "_min_samples",
-        "_overload_tolerance",
         "_quick",
         "_samples",
         "_squares",
         "_start",
         "_sum",
-        "_tolerance",
         "_window",
     )
 
@@ -162,12 +160,20 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         if initial_limit > max_limit:
             msg = f"initial_limit must be between min_limit and max_limit, got {initial_limit!r}"
             raise ValueError(msg)
+        tolerance = in_range("tolerance", tolerance, 1.0)
+        if overload_tolerance is not None:
+            if order != "adaptive":
+                msg = "overload_tolerance needs order='adaptive' (only it knows overload)"
+                raise ValueError(msg)
+            # At most `tolerance`: under overload the limit aims lower, never higher.
+            overload_tolerance = in_range("overload_tolerance", overload_tolerance, 1.0, tolerance)
         controller = GradientController(
             initial_limit=initial_limit,
             min_limit=min_limit,
             max_limit=max_limit,
             smoothing=in_range("smoothing", smoothing, 0.0, 1.0, open_low=True),
-            tolerance=in_range("tolerance", tolerance, 1.0),
+            tolerance=tolerance,
+            overload_tolerance=overload_tolerance,
             backoff=in_range("backoff", backoff, 0.0, 0.999, open_low=True),
             history=10,
             memory=300,
@@ -186,16 +192,6 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
             clock=clock,
         )
         self._controller = controller
-        self._tolerance = controller.tolerance
-        self._overload_tolerance = controller.tolerance
-        if overload_tolerance is not None:
-            if order != "adaptive":
-                msg = "overload_tolerance needs order='adaptive' (only it knows overload)"
-                raise ValueError(msg)
-            # At most `tolerance`: under overload the limit aims lower, never higher.
-            self._overload_tolerance = in_range(
-                "overload_tolerance", overload_tolerance, 1.0, controller.tolerance
-            )
         self._window = window
         self._min_samples = min_samples
         # A window may end before `window` after this many samples: in slow start only (fast
@@ -290,16 +286,13 @@ class AdaptiveConcurrencyLimit(LimitCore[float]):
         rtt = self._sum / n if n else None
         # The standard error of the window's mean latency: how far noise alone moves it.
         error = math.sqrt(max(0.0, self._squares / n - rtt * rtt) / n) if rtt is not None else 0.0
-        overloaded = self._overloaded_locked(now)  # False unless order="adaptive"
-        if self._overload_tolerance != self._tolerance:
-            self._controller.tolerance = self._overload_tolerance if overloaded else self._tolerance
         limit = self._controller.update(
             rtt=rtt,
             error=error,
             throughput=self._samples / elapsed,
             inflight=self._max_active,
             drops=self._drops,
-            overloaded=overloaded,
+            overloaded=self._overloaded_locked(now),  # False unless order="adaptive"
         )
         self._start = now
         self._samples = 0

@@ -54,6 +54,7 @@ class GradientController:
         max_limit: the ceiling.
         smoothing: how far the limit moves toward its new target per window, in (0, 1].
         tolerance: latency ratio to the baseline accepted as "no queue" (>= 1).
+        overload_tolerance: the tolerance for windows that end overloaded (default: `tolerance`).
         backoff: multiplier applied on drops or thrashing, in (0, 1).
         history: how many saturated windows the re-learning rule looks back on (>= 3).
         memory: how many windows a point of the throughput curve is remembered without a visit.
@@ -67,6 +68,8 @@ class GradientController:
         "_curve",
         "_history",
         "_memory",
+        "_normal_tolerance",
+        "_overload_tolerance",
         "_probing",
         "_windows",
         "backoff",
@@ -91,12 +94,15 @@ class GradientController:
         history: int,
         memory: int,
         slow_start: bool = False,
+        overload_tolerance: float | None = None,
     ) -> None:
         self.limit = float(initial_limit)
         self.min_limit = min_limit
         self.max_limit = max_limit
         self.smoothing = smoothing
-        self.tolerance = tolerance
+        self.tolerance = tolerance  # the one in use: the last window's
+        self._normal_tolerance = tolerance
+        self._overload_tolerance = tolerance if overload_tolerance is None else overload_tolerance
         self.backoff = backoff
         self.baseline: float | None = None
         self._baseline_error = 0.0
@@ -129,8 +135,10 @@ class GradientController:
             inflight: the most calls in flight at once during the window.
             drops: calls that timed out during the window.
             overloaded: the limit's callers are being turned away in numbers (an adaptive
-                order's gauge, `resilient._overload`): slow start holds instead of doubling.
+                order's gauge, `resilient._overload`): the window is judged with
+                `overload_tolerance`, and slow start holds instead of doubling.
         """
+        self.tolerance = self._overload_tolerance if overloaded else self._normal_tolerance
         limit = self.limit
         if drops:
             self.slow_start = False

@@ -316,7 +316,8 @@ def test_protects_default_limit_treats_overflow_as_overload() -> None:
         node = node.app
     limit = node.limit
     assert isinstance(limit, AdaptiveConcurrencyLimit)
-    assert (limit.order, limit.max_wait, limit._overload_tolerance) == ("adaptive", 0.075, 1.15)
+    overload_tolerance = limit._controller._overload_tolerance
+    assert (limit.order, limit.max_wait, overload_tolerance) == ("adaptive", 0.075, 1.15)
 
 
 @pytest.mark.anyio
